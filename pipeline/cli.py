@@ -1,0 +1,265 @@
+"""Command line: `python -m pipeline <command>`. Snakemake rules, DVC and users call the same commands.
+
+Every command reads params.yaml (`--params`) and a profile (`--profile`, default: the file's `profile`).
+Heavy imports happen inside the command functions so `--help` and light commands start fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from pipeline.config import DEFAULT_PARAMS, ConfigError, load_config
+
+DATASETS = ("esc50", "us8k", "audioset", "imagenet")
+FINETUNE_DATASETS = ("esc50", "us8k")
+FINETUNE_MODES = ("standalone", "partial", "full")
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--params", type=Path, default=DEFAULT_PARAMS, help="params.yaml (default: the repo's)")
+    p.add_argument("--profile", default=None, help="profile in params.yaml (default: its `profile` key)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (Snakemake passes {threads})")
+    p.add_argument("-v", "--verbose", action="store_true")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m pipeline", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("generate-data", help="write a synthetic dataset in its official layout")
+    p.add_argument("--dataset", choices=DATASETS, required=True)
+    p.add_argument("--out", type=Path, required=True)
+    _common(p)
+
+    p = sub.add_parser("cache", help="decode a dataset once into an HDF5 cache")
+    p.add_argument("--dataset", choices=DATASETS, required=True)
+    p.add_argument("--root", type=Path, required=True, help="the dataset in its official layout")
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--on-error", choices=("raise", "skip"), default="raise",
+                   help="unreadable source files: fail (default) or skip and list them in the cache")
+    _common(p)
+
+    p = sub.add_parser("cache-info", help="describe an HDF5 cache")
+    p.add_argument("path", type=Path)
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("train", help="AudioSet training stage")
+    p.add_argument("--stage", choices=("stage1", "stage2", "stage3"), required=True)
+    p.add_argument("--cache", type=Path, required=True, help="AudioSet HDF5 cache")
+    p.add_argument("--init", type=Path, help="checkpoint of the previous stage (stages 2 and 3)")
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--run-dir", type=Path, required=True, help="resumable state of this job")
+    _common(p)
+
+    p = sub.add_parser("finetune", help="train on all folds but one, evaluate on it")
+    p.add_argument("--dataset", choices=FINETUNE_DATASETS, required=True)
+    p.add_argument("--fold", type=int, required=True)
+    p.add_argument("--mode", choices=FINETUNE_MODES, required=True)
+    p.add_argument("--init", type=Path, required=True)
+    p.add_argument("--cache", type=Path, required=True)
+    p.add_argument("--out", type=Path, required=True, help="metric JSON")
+    p.add_argument("--run-dir", type=Path, required=True)
+    _common(p)
+
+    p = sub.add_parser("evaluate", help="zero-shot, AudioSet mAP, ImageNet and querying evaluation")
+    p.add_argument("kind", choices=("zeroshot", "audioset", "imagenet", "querying"))
+    p.add_argument("--model", choices=FINETUNE_MODES, required=True, help="which trained model this is")
+    p.add_argument("--checkpoint", type=Path, required=True)
+    p.add_argument("--dataset", choices=FINETUNE_DATASETS, help="zeroshot: the target dataset")
+    p.add_argument("--cache", type=Path, action="append", default=[],
+                   help="cache file(s); querying takes one per dataset as NAME=PATH")
+    p.add_argument("--out", type=Path, required=True)
+    _common(p)
+
+    p = sub.add_parser("tables", help="build results/table*.csv beside the paper's values, log to MLflow")
+    p.add_argument("--table", choices=("table1", "table2", "table3", "table4"), action="append")
+    p.add_argument("--out-dir", type=Path, default=Path("results"))
+    p.add_argument("--no-mlflow", action="store_true", help="skip MLflow logging")
+    _common(p)
+
+    p = sub.add_parser("metrics-json", help="flatten table CSVs into one metrics file (for DVC)")
+    p.add_argument("tables", type=Path, nargs="+", help="results/tableN.csv files")
+    p.add_argument("--out", type=Path, required=True)
+
+    p = sub.add_parser("dvc-yaml", help="write dvc.yaml from the Snakemake phases (or --check it)")
+    p.add_argument("--out", type=Path, default=Path("dvc.yaml"))
+    p.add_argument("--check", action="store_true", help="exit 1 if the file differs from what would be written")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if getattr(args, "verbose", False) else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    try:
+        return COMMANDS[args.command](args) or 0
+    except (ConfigError, ValueError, FileNotFoundError) as err:
+        # Bad input is reported in one line naming the file/key; tracebacks are for bugs (use -v).
+        if getattr(args, "verbose", False):
+            raise
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+def _cfg(args):
+    cfg = load_config(args.params, args.profile)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    return cfg
+
+
+def cmd_generate_data(args) -> None:
+    from pipeline.data import synthetic
+
+    cfg = _cfg(args)
+    synthetic.generate(args.dataset, args.out, cfg["data"]["synthetic"][args.dataset], seed=cfg["seed"])
+
+
+def cmd_cache(args) -> None:
+    from pipeline.data.cache import build_cache
+    from pipeline.models.factory import MODEL_CONFIGS
+
+    cfg = _cfg(args)
+    data = cfg["data"]
+    kwargs: dict = {"sample_rate": data["sample_rate"], "on_error": args.on_error}
+    if args.dataset in ("esc50", "us8k"):
+        kwargs.update(clip_seconds=data[args.dataset]["clip_seconds"], channels=data[args.dataset]["channels"])
+    elif args.dataset == "audioset":
+        kwargs.update(clip_seconds=data["audioset"]["clip_seconds"], channels=1,
+                      frames_per_clip=data["audioset"]["frames_per_clip"],
+                      image_size=MODEL_CONFIGS[cfg["model"]["audioclip"]]["vision_cfg"]["image_size"])
+    else:
+        kwargs = {"image_size": MODEL_CONFIGS[cfg["model"]["audioclip"]]["vision_cfg"]["image_size"],
+                  "on_error": args.on_error, "sample_rate": data["sample_rate"], "clip_seconds": 0.0, "channels": 1}
+    build_cache(args.dataset, args.root, args.out, **kwargs)
+
+
+def cmd_cache_info(args) -> None:
+    from pipeline.data.cache import cache_info
+
+    info = cache_info(args.path)
+    if args.json:
+        print(json.dumps(info, indent=2, sort_keys=True))
+    else:
+        for key, value in info.items():
+            print(f"{key}: {value}")
+
+
+def cmd_train(args) -> None:
+    from pipeline.training import stages
+
+    cfg = _cfg(args)
+    if args.stage == "stage1":
+        stages.train_stage1(cfg, args.cache, args.out, args.run_dir, args.threads)
+    else:
+        if args.init is None:
+            raise ValueError(f"train --stage {args.stage} needs --init (the previous stage's checkpoint)")
+        fn = stages.train_stage2 if args.stage == "stage2" else stages.train_stage3
+        fn(cfg, args.init, args.cache, args.out, args.run_dir, args.threads)
+
+
+def cmd_finetune(args) -> None:
+    from pipeline.training import stages
+
+    cfg = _cfg(args)
+    n_folds = cfg["data"][args.dataset]["folds"]
+    if not 1 <= args.fold <= n_folds:
+        raise ValueError(f"--fold {args.fold}: {args.dataset} has folds 1..{n_folds}")
+    stages.finetune(cfg, args.dataset, args.fold, args.mode, args.init, args.cache, args.out, args.run_dir,
+                    args.threads)
+
+
+def cmd_evaluate(args) -> None:
+    from pipeline.evaluation import evaluate
+    from pipeline.training.engine import resolve_device
+
+    cfg = _cfg(args)
+    device = resolve_device(cfg["device"])
+    if args.kind == "querying":
+        caches = dict(_named_cache(c) for c in args.cache)
+        missing = set(evaluate.PAPER_DATASET_KEYS) - set(caches)
+        if missing:
+            raise ValueError(f"evaluate querying: --cache NAME=PATH missing for {', '.join(sorted(missing))}")
+        evaluate.querying_job(cfg, args.model, args.checkpoint, caches, args.out, device)
+        return
+    if len(args.cache) != 1:
+        raise ValueError(f"evaluate {args.kind}: give exactly one --cache")
+    cache = args.cache[0]
+    if args.kind == "zeroshot":
+        if not args.dataset:
+            raise ValueError("evaluate zeroshot needs --dataset")
+        evaluate.zeroshot_job(cfg, args.dataset, args.model, args.checkpoint, cache, args.out, device)
+    elif args.kind == "audioset":
+        evaluate.audioset_job(cfg, args.model, args.checkpoint, cache, args.out, device)
+    else:
+        evaluate.imagenet_job(cfg, args.model, args.checkpoint, cache, args.out, device)
+
+
+def _named_cache(text: Path) -> tuple[str, Path]:
+    name, sep, path = str(text).partition("=")
+    if not sep:
+        raise ValueError(f"--cache {text}: querying expects NAME=PATH")
+    return name, Path(path)
+
+
+def cmd_tables(args) -> None:
+    from pipeline.reporting import tables, tracking
+
+    cfg = _cfg(args)
+    wanted = args.table or ["table1", "table2", "table3", "table4"]
+    built = tables.build_tables(cfg.workdir / "metrics", cfg.profile, only=wanted)
+    tables.write_tables(built, args.out_dir)
+    if not args.no_mlflow:
+        commit = tracking.git_commit()
+        for name, df in built.items():
+            tracking.log_table_cells(name, df, profile=cfg.profile, params_hash=cfg.params_hash, git_commit=commit)
+
+
+def cmd_metrics_json(args) -> None:
+    import pandas as pd
+
+    from pipeline.io import write_json
+    from pipeline.reporting import tables
+
+    frames = {}
+    for path in args.tables:
+        if not path.exists():
+            raise FileNotFoundError(f"{path}: table not found")
+        frames[path.stem] = pd.read_csv(path)
+    write_json(args.out, tables.metrics_summary(frames))
+
+
+def cmd_dvc_yaml(args) -> int:
+    from pipeline import dvc_stages
+
+    text = dvc_stages.render()
+    if args.check:
+        current = args.out.read_text(encoding="utf-8") if args.out.exists() else ""
+        if current != text:
+            print(f"{args.out} is out of date with the Snakemake phases: run `python -m pipeline dvc-yaml`",
+                  file=sys.stderr)
+            return 1
+        return 0
+    from pipeline.io import write_text
+
+    write_text(args.out, text)
+    return 0
+
+
+COMMANDS = {
+    "generate-data": cmd_generate_data,
+    "cache": cmd_cache,
+    "cache-info": cmd_cache_info,
+    "train": cmd_train,
+    "finetune": cmd_finetune,
+    "evaluate": cmd_evaluate,
+    "tables": cmd_tables,
+    "metrics-json": cmd_metrics_json,
+    "dvc-yaml": cmd_dvc_yaml,
+}

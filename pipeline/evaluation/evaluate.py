@@ -1,0 +1,223 @@
+"""Evaluation jobs: zero-shot and fine-tuned accuracy, AudioSet mAP, ImageNet zero-shot, querying.
+
+Embeddings are computed once per dataset and model (no gradients, eval mode); the metric definitions are in
+metrics.py and docs/METRICS.md. Each job writes one metric file in the format of docs/DESIGN.md.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset
+
+from pipeline.data.cache import open_cache
+from pipeline.data.datasets import AudioCacheDataset, ImageCacheDataset, collate, split_indices
+from pipeline.evaluation.metrics import mean_average_precision, retrieval_metrics
+from pipeline.io import write_json
+
+PAPER_DATASET_KEYS = ("imagenet", "audioset", "us8k", "esc50")
+
+
+def _batches(dataset: Dataset, batch_size: int):
+    return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0, collate_fn=collate)
+
+
+@torch.no_grad()
+def class_text_features(model, names: list[str], template: str, device: torch.device) -> torch.Tensor:
+    """(K, D) L2-normalised text embeddings of the class names, formatted with the prompt template."""
+    model.eval()
+    tokens = model.tokenize([template.format(n) for n in names]).to(device)
+    return F.normalize(model.encode_text(tokens), dim=-1)
+
+
+@torch.no_grad()
+def embed(model, dataset: Dataset, batch_size: int, device: torch.device, modality: str = "audio") -> dict[str, Any]:
+    """Embeddings of every item: {"features": (N, D) normalised, "label": (N,), "labels": (N, K)}."""
+    model.eval()
+    feats, labels, multi = [], [], []
+    encode = model.encode_audio if modality == "audio" else model.encode_image
+    for batch in _batches(dataset, batch_size):
+        feats.append(F.normalize(encode(batch[modality].to(device)).float(), dim=-1).cpu())
+        labels.append(batch["label"])
+        if "labels" in batch:
+            multi.append(batch["labels"])
+    out = {"features": torch.cat(feats), "label": torch.cat(labels)}
+    if multi:
+        out["labels"] = torch.cat(multi)
+    return out
+
+
+@torch.no_grad()
+def zero_shot_accuracy(model, dataset: Dataset, names: list[str], template: str, batch_size: int,
+                       device: torch.device) -> float:
+    text = class_text_features(model, names, template, device).cpu()
+    audio = embed(model, dataset, batch_size, device)
+    pred = (audio["features"] @ text.T).argmax(dim=1)
+    return float((pred == audio["label"]).float().mean())
+
+
+@torch.no_grad()
+def standalone_accuracy(model, dataset: Dataset, batch_size: int, device: torch.device) -> float:
+    model.eval()
+    correct = total = 0
+    for batch in _batches(dataset, batch_size):
+        pred = model(batch["audio"].to(device)).argmax(dim=1).cpu()
+        correct += int((pred == batch["label"]).sum())
+        total += len(pred)
+    return correct / total
+
+
+# --- jobs --------------------------------------------------------------------------------------------
+def _record(cfg, kind: str, dataset: str, model: str, checkpoint: Path, n_items: int, metrics: dict,
+            fold: int | None = None) -> dict[str, Any]:
+    return {"profile": cfg.profile, "params_hash": cfg.params_hash, "kind": kind, "dataset": dataset,
+            "model": model, "fold": fold, "n_items": n_items, "checkpoint": str(checkpoint), "metrics": metrics}
+
+
+def _names(cache: Path) -> list[str]:
+    with open_cache(cache) as h5:
+        return list(json.loads(h5.attrs["class_names"]))
+
+
+def _audio_set(cfg, cache: Path, dataset: str, indices) -> AudioCacheDataset:
+    from pipeline.training.stages import clip_samples
+
+    amplitude = cfg["data"][dataset]["amplitude"] if dataset in ("esc50", "us8k") else "int16"
+    return AudioCacheDataset(cache, indices, clip_samples=clip_samples(cfg, dataset), train=False,
+                             augment=cfg["augment"], amplitude=amplitude, seed=cfg["seed"])
+
+
+def zeroshot_job(cfg, dataset: str, model_kind: str, checkpoint: Path, cache: Path, out: Path,
+                 device: torch.device) -> dict[str, Any]:
+    """Zero-shot accuracy on every fold (nothing is trained on the target set, so each fold is a test set)."""
+    from pipeline.training.model_io import load_model
+
+    model, _ = load_model(checkpoint, map_location=device)
+    model.to(device)
+    names = _names(cache)
+    with open_cache(cache) as h5:
+        folds = h5["fold"][:]
+    everything = _audio_set(cfg, cache, dataset, list(range(len(folds))))
+    text = class_text_features(model, names, cfg["model"]["prompt_template"], device).cpu()
+    audio = embed(model, everything, cfg["evaluate"]["batch_size"], device)
+    correct = ((audio["features"] @ text.T).argmax(dim=1) == audio["label"]).numpy()
+    per_fold = {str(int(f)): float(correct[folds == f].mean()) for f in np.unique(folds)}
+    record = _record(cfg, "zeroshot", dataset, model_kind, checkpoint, len(folds), {"folds": per_fold})
+    write_json(out, record)
+    return record
+
+
+def audioset_job(cfg, model_kind: str, checkpoint: Path, cache: Path, out: Path, device: torch.device) -> dict:
+    """AudioSet eval-split mAP. Standalone: sigmoid logits. AudioCLIP: cosine to each class name's text, for
+    audio (all clips), image (clips with video, middle frame) and both (their mean, clips with video)."""
+    from pipeline.training.model_io import load_model
+
+    model, _ = load_model(checkpoint, map_location=device)
+    model.to(device).eval()
+    names = _names(cache)
+    eval_idx = split_indices(cache, "eval")
+    bs = cfg["evaluate"]["batch_size"]
+    metrics: dict[str, float] = {}
+    if model_kind == "standalone":
+        scores, targets = [], []
+        with torch.no_grad():
+            for batch in _batches(_audio_set(cfg, cache, "audioset", eval_idx), bs):
+                scores.append(torch.sigmoid(model(batch["audio"].to(device))).cpu())
+                targets.append(batch["labels"])
+        metrics["map_audio"] = mean_average_precision(torch.cat(scores), torch.cat(targets))
+    else:
+        views = audioset_views(cfg, model, cache, eval_idx, device)
+        text = class_text_features(model, names, cfg["model"]["prompt_template"], device).cpu()
+        a_scores = views["audio"]["features"] @ text.T
+        metrics["map_audio"] = mean_average_precision(a_scores, views["audio"]["labels"])
+        v = views["video_mask"]
+        i_scores = views["image"]["features"] @ text.T
+        metrics["map_image"] = mean_average_precision(i_scores, views["image"]["labels"])
+        metrics["map_both"] = mean_average_precision((a_scores[v] + i_scores) / 2, views["image"]["labels"])
+    record = _record(cfg, "audioset", "audioset", model_kind, checkpoint, len(eval_idx), metrics)
+    write_json(out, record)
+    return record
+
+
+def audioset_views(cfg, model, cache: Path, eval_idx: list[int], device) -> dict[str, Any]:
+    """Audio embeddings of every eval clip and image embeddings (middle frame) of those with video."""
+    from pipeline.models.factory import MODEL_CONFIGS
+
+    bs = cfg["evaluate"]["batch_size"]
+    audio = embed(model, _audio_set(cfg, cache, "audioset", eval_idx), bs, device)
+    with open_cache(cache) as h5:
+        has_video = h5["has_video"][:].astype(bool)
+    video_idx = [i for i in eval_idx if has_video[i]]
+    image_size = MODEL_CONFIGS[cfg["model"]["audioclip"]]["vision_cfg"]["image_size"]
+    image_set = AudioCacheDataset(cache, video_idx, clip_samples=1, train=False, augment=cfg["augment"],
+                                  with_frames=True, image_size=image_size, seed=cfg["seed"])
+    image = embed(model, image_set, bs, device, modality="image")
+    return {"audio": audio, "image": image, "video_mask": torch.tensor([has_video[i] for i in eval_idx])}
+
+
+def imagenet_job(cfg, model_kind: str, checkpoint: Path, cache: Path, out: Path, device: torch.device) -> dict:
+    from pipeline.training.model_io import load_model
+
+    model, _ = load_model(checkpoint, map_location=device)
+    model.to(device)
+    images = _imagenet_embeddings(cfg, model, cache, device)
+    text = class_text_features(model, _names(cache), cfg["model"]["prompt_template"], device).cpu()
+    acc = float(((images["features"] @ text.T).argmax(dim=1) == images["label"]).float().mean())
+    record = _record(cfg, "imagenet", "imagenet", model_kind, checkpoint, len(images["label"]), {"accuracy": acc})
+    write_json(out, record)
+    return record
+
+
+def _imagenet_embeddings(cfg, model, cache: Path, device) -> dict[str, Any]:
+    from pipeline.models.factory import MODEL_CONFIGS
+
+    image_size = MODEL_CONFIGS[cfg["model"]["audioclip"]]["vision_cfg"]["image_size"]
+    return embed(model, ImageCacheDataset(cache, image_size), cfg["evaluate"]["batch_size"], device, "image")
+
+
+def querying_job(cfg, model_kind: str, checkpoint: Path, caches: dict[str, Path], out: Path,
+                 device: torch.device) -> dict:
+    """Every (dataset, query, result) pair of the paper's Table 4. Text queries are the class names; a result
+    is relevant when it carries the query's class; audio<->image queries are relevant when they share a label."""
+    from pipeline.training.model_io import load_model
+
+    model, _ = load_model(checkpoint, map_location=device)
+    model.to(device)
+    template = cfg["model"]["prompt_template"]
+    bs = cfg["evaluate"]["batch_size"]
+    results: dict[str, dict[str, float]] = {}
+
+    images = _imagenet_embeddings(cfg, model, caches["imagenet"], device)
+    names = _names(caches["imagenet"])
+    text = class_text_features(model, names, template, device).cpu()
+    relevance = images["label"][None, :] == torch.arange(len(names))[:, None]
+    results["imagenet/text->image"] = retrieval_metrics(text @ images["features"].T, relevance)
+
+    eval_idx = split_indices(caches["audioset"], "eval")
+    views = audioset_views(cfg, model, caches["audioset"], eval_idx, device)
+    text = class_text_features(model, _names(caches["audioset"]), template, device).cpu()
+    a, i, v = views["audio"], views["image"], views["video_mask"]
+    results["audioset/text->image"] = retrieval_metrics(text @ i["features"].T, i["labels"].T.bool())
+    results["audioset/text->audio"] = retrieval_metrics(text @ a["features"].T, a["labels"].T.bool())
+    shared = (a["labels"][v] @ i["labels"].T) > 0  # (clips with video) x (images): share a label
+    results["audioset/audio->image"] = retrieval_metrics(a["features"][v] @ i["features"].T, shared)
+    results["audioset/image->audio"] = retrieval_metrics(i["features"] @ a["features"][v].T, shared.T)
+
+    for dataset in ("us8k", "esc50"):
+        cache = caches[dataset]
+        with open_cache(cache) as h5:
+            n = len(h5["fold"])
+        audio = embed(model, _audio_set(cfg, cache, dataset, list(range(n))), bs, device)
+        names = _names(cache)
+        text = class_text_features(model, names, template, device).cpu()
+        relevance = audio["label"][None, :] == torch.arange(len(names))[:, None]
+        results[f"{dataset}/text->audio"] = retrieval_metrics(text @ audio["features"].T, relevance)
+
+    record = _record(cfg, "querying", "all", model_kind, checkpoint, len(eval_idx), results)
+    write_json(out, record)
+    return record

@@ -1,0 +1,199 @@
+"""MLflow tracking of the tables: every measured cell of our rows becomes one metric of one run per table.
+
+A run is one invocation of `log_table_cells` (one table, one profile). MLflow tags belong to a run, not to a
+metric, so what describes a single cell is stored as run tags named after the metric:
+    metric  table3.audioclip_full_training.zero_shot.us8k = 68.78       (percent, like the table)
+    tags    cell.table3.audioclip_full_training.zero_shot.us8k.paper = 68.78, ... .row, .column, .dataset,
+            .n_folds, .std, .ci95
+and the run itself carries table, profile, git_commit and params_hash.
+
+Parallel safety. Snakemake may run the four table jobs at once, all writing to one sqlite file. SQLite allows
+one writer at a time and answers a second with "database is locked" after a short busy timeout; worse, the
+first use of a fresh store runs MLflow's schema migrations, which break when two processes run them together.
+So for a sqlite store every writer takes an exclusive fcntl.flock on `<store>.lock` for the whole logging
+session (creation and migration included), and each MLflow call is still retried with backoff on "database is
+locked", which covers readers that do not take our lock (e.g. `mlflow ui`). Each retried call is one
+transaction, so a retry never logs a value twice. Other stores (an MLflow server) are used without the lock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import math
+import os
+import random
+import re
+import subprocess
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterator, TypeVar
+
+import pandas as pd
+
+from pipeline.reporting.tables import Cell, measured_cells
+
+T = TypeVar("T")
+
+LOCK_TIMEOUT_S = 600.0  # give up rather than hang a Snakemake job forever behind a stuck writer
+RETRIES = 8
+TAGS_PER_BATCH = 100  # MLflow's limit for params + tags in one log_batch
+
+
+def git_commit(cwd: str | Path | None = None) -> str:
+    """HEAD of the repository at `cwd` (default: the current directory); 'unknown' outside git."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=10, check=True
+        )
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return out.stdout.strip() or "unknown"
+
+
+def params_hash(obj: Any) -> str:
+    """First 12 hex digits of sha256 over canonical JSON (sorted keys, no spaces): same as pipeline.config."""
+    canonical = json.dumps(obj, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:12]
+
+
+def default_tracking_uri(repo_root: str | Path | None = None) -> str:
+    """$MLFLOW_TRACKING_URI, else sqlite:///<repo_root>/mlflow.db (repo_root defaults to the current directory)."""
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return os.environ["MLFLOW_TRACKING_URI"]
+    return f"sqlite:///{Path(repo_root or Path.cwd()).resolve() / 'mlflow.db'}"
+
+
+def metric_name(cell: Cell) -> str:
+    """table3 / AudioCLIP (full training) / zero-shot / us8k -> table3.audioclip_full_training.zero_shot.us8k"""
+    parts = [cell.table, *cell.row, *cell.label.split("/")]
+    return ".".join(_slug(p) for p in parts if p)
+
+
+def _slug(text: str) -> str:
+    text = text.replace("->", " to ")  # keep retrieval direction readable: text_to_audio, audio_to_image
+    return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")
+
+
+def _tag_value(x: Any) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "n/a"
+    return str(x)
+
+
+# -----------------------------------------------------------------------------
+# locking and retrying
+
+
+def _sqlite_path(uri: str) -> Path | None:
+    # SQLAlchemy: sqlite:///relative/path, sqlite:////absolute/path
+    return Path(uri[len("sqlite:///") :]) if uri.startswith("sqlite:///") else None
+
+
+@contextlib.contextmanager
+def _store_lock(uri: str, timeout: float = LOCK_TIMEOUT_S) -> Iterator[None]:
+    """Exclusive flock on <db>.lock for sqlite stores; nothing for other stores."""
+    db = _sqlite_path(uri)
+    if db is None:
+        yield
+        return
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with open(f"{db}.lock", "a") as lock:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"could not lock {db}.lock within {timeout:.0f} s") from None
+                time.sleep(0.05 + 0.1 * random.random())
+        try:
+            yield
+        finally:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
+
+
+def _is_locked_error(err: BaseException) -> bool:
+    return "database is locked" in str(err) or "database table is locked" in str(err)
+
+
+def with_retry(fn: Callable[[], T], retries: int = RETRIES, base_delay: float = 0.1) -> T:
+    """fn(), retried with jittered exponential backoff while sqlite says the database is locked."""
+    for attempt in range(retries + 1):
+        try:
+            return fn()
+        except Exception as err:  # MLflow wraps SQLAlchemy's OperationalError in MlflowException
+            if attempt == retries or not _is_locked_error(err):
+                raise
+            time.sleep(base_delay * 2**attempt * (0.5 + random.random()))
+    raise AssertionError("unreachable")
+
+
+# -----------------------------------------------------------------------------
+# logging
+
+
+def log_table_cells(
+    table_name: str,
+    df: pd.DataFrame,
+    *,
+    profile: str,
+    params_hash: str,
+    git_commit: str,
+    tracking_uri: str | None = None,
+    experiment: str = "audioclip-tables",
+    repo_root: str | Path | None = None,
+) -> str:
+    """Log every measured cell of our rows of one table as metrics of one new MLflow run; returns the run id."""
+    from mlflow.entities import Metric, RunTag  # mlflow takes seconds to import: only when logging
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    if set(df["profile"]) != {profile}:
+        raise ValueError(f"{table_name}: table rows have profile {sorted(set(df['profile']))}, logging as {profile!r}")
+    cells = measured_cells(table_name, df)
+    names = [metric_name(c) for c in cells]
+    if len(set(names)) != len(names):
+        raise ValueError(f"{table_name}: two cells sanitise to the same metric name: {names}")
+
+    now = int(time.time() * 1000)
+    metrics = [Metric(name, c.value, now, 0) for name, c in zip(names, cells)]
+    cell_tags = []
+    for name, c in zip(names, cells):
+        described = {
+            "row": "/".join(c.row), "column": c.column, "dataset": c.dataset, "n_folds": c.n_folds,
+            "paper": c.paper, "std": c.std, "ci95": c.ci95,
+        }
+        cell_tags += [RunTag(f"cell.{name}.{k}", _tag_value(v)) for k, v in described.items()]
+    run_tags = {
+        "table": table_name, "profile": profile, "git_commit": git_commit, "params_hash": params_hash,
+        "n_cells": str(len(cells)), "caption": str(df.attrs.get("caption", "")),
+    }
+
+    uri = tracking_uri or default_tracking_uri(repo_root)
+    with _store_lock(uri):
+        client = with_retry(lambda: MlflowClient(tracking_uri=uri))
+        exp = with_retry(lambda: client.get_experiment_by_name(experiment))
+        if exp is not None:
+            exp_id = exp.experiment_id
+        else:
+            try:
+                exp_id = with_retry(lambda: client.create_experiment(experiment))
+            except MlflowException:  # created meanwhile by a writer that does not share our lock (a server)
+                exp_id = with_retry(lambda: client.get_experiment_by_name(experiment)).experiment_id
+        run = with_retry(lambda: client.create_run(exp_id, tags=run_tags, run_name=f"{table_name}-{profile}"))
+        run_id = run.info.run_id
+        try:
+            with_retry(lambda: client.log_batch(run_id, metrics=metrics))
+            for i in range(0, len(cell_tags), TAGS_PER_BATCH):
+                chunk = cell_tags[i : i + TAGS_PER_BATCH]
+                with_retry(lambda: client.log_batch(run_id, tags=chunk))
+        except BaseException:
+            with contextlib.suppress(Exception):
+                with_retry(lambda: client.set_terminated(run_id, "FAILED"))
+            raise
+        with_retry(lambda: client.set_terminated(run_id, "FINISHED"))
+    return run_id

@@ -1,0 +1,208 @@
+"""What trains in each stage of the paper, and on what.
+
+  stage 1   ESResNeXt-FBSP alone, multi-label BCE on AudioSet (train split)
+  stage 2   AudioCLIP "partial": audio head from stage 1, CLIP text and image heads frozen
+  stage 3   AudioCLIP "full": all three heads jointly, from stage 2
+  finetune  per dataset x fold x mode on ESC-50 / UrbanSound8K:
+              standalone  ESResNeXt from stage 1 with a new classifier, cross-entropy
+              partial/full AudioCLIP from stage 2/3, audio head + FBSP + audio logit scales against the
+                          text embeddings of the class names (the released "cooperative" protocol)
+
+The loop itself is engine.Trainer; evaluation helpers live in pipeline.evaluation.evaluate.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from pipeline.config import Config
+from pipeline.data.cache import open_cache
+from pipeline.data.datasets import AudioCacheDataset, collate, fold_split, split_indices
+from pipeline.evaluation import evaluate
+from pipeline.io import write_json
+from pipeline.models.checkpoints import load_audio_head_from_standalone
+from pipeline.models.factory import MODEL_CONFIGS, create_model
+from pipeline.models.loss import audioclip_loss, standalone_loss
+from pipeline.training.engine import OptimSettings, Trainer, resolve_device, seed_everything
+from pipeline.training.model_io import load_model, save_model
+
+log = logging.getLogger(__name__)
+
+# Parameters that never take weight decay (the released trainer's second optimiser group).
+NO_DECAY_PREFIXES = ("audio.fbsp.", "fbsp.", "logit_scale_ai", "logit_scale_at")
+CLIP_PREFIXES = ("visual.", "transformer.", "token_embedding.", "positional_embedding", "ln_final.",
+                 "text_projection", "logit_scale")
+
+
+def clip_samples(cfg: Config, dataset: str) -> int:
+    return int(round(cfg["data"][dataset]["clip_seconds"] * cfg["data"]["sample_rate"]))
+
+
+def class_names(cache_path: str | Path) -> list[str]:
+    import json
+
+    with open_cache(cache_path) as h5:
+        return list(json.loads(h5.attrs["class_names"]))
+
+
+def param_groups(model: torch.nn.Module) -> list[dict]:
+    """Two groups as released: everything trainable with weight decay; FBSP and audio logit scales without."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        is_no_decay = name.startswith(NO_DECAY_PREFIXES) and not name.startswith("logit_scale.")
+        (no_decay if is_no_decay else decay).append(p)
+    return [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def freeze(model: torch.nn.Module, trainable_prefixes: tuple[str, ...]) -> list[torch.nn.Module]:
+    """Freeze every parameter outside `trainable_prefixes`; return the frozen CLIP modules (kept in eval mode
+    so their BatchNorm statistics do not drift while 'frozen')."""
+    for name, p in model.named_parameters():
+        p.requires_grad = name.startswith(trainable_prefixes)
+    frozen = []
+    if not any(n.startswith(trainable_prefixes) for n, _ in model.visual.named_parameters(prefix="visual")):
+        frozen.append(model.visual)
+    if not any(n.startswith(trainable_prefixes) for n, _ in model.transformer.named_parameters(prefix="transformer")):
+        frozen.append(model.transformer)
+    return frozen
+
+
+def _dataset(cfg: Config, cache: str | Path, dataset: str, indices, train: bool, with_frames: bool = False,
+             image_size: int | None = None) -> AudioCacheDataset:
+    amplitude = cfg["data"][dataset]["amplitude"] if dataset in ("esc50", "us8k") else "int16"
+    return AudioCacheDataset(cache, indices, clip_samples=clip_samples(cfg, dataset), train=train,
+                             augment=cfg["augment"], amplitude=amplitude, with_frames=with_frames,
+                             image_size=image_size, seed=cfg["seed"])
+
+
+def _setup(cfg: Config, threads: int | None) -> torch.device:
+    if threads:
+        torch.set_num_threads(threads)
+    seed_everything(cfg["seed"], cfg["train"]["deterministic"])
+    return resolve_device(cfg["device"])
+
+
+def _meta(cfg: Config, **extra: Any) -> dict[str, Any]:
+    return {"profile": cfg.profile, "params_hash": cfg.params_hash, **extra}
+
+
+# --- stage 1 -----------------------------------------------------------------------------------------
+def train_stage1(cfg: Config, cache: Path, out: Path, run_dir: Path, threads: int | None = None) -> None:
+    device = _setup(cfg, threads)
+    names = class_names(cache)
+    kwargs = {"num_classes": len(names)}
+    model = create_model(cfg["model"]["esresnext"], **kwargs)
+    # TODO(issue 5): paper profile starts from torchvision ImageNet ResNeXt-50 weights.
+    train_set = _dataset(cfg, cache, "audioset", split_indices(cache, "train"), train=True)
+
+    def loss_fn(m, batch):
+        return standalone_loss(m(batch["audio"]), batch["labels"]) + m.loss_ttf()
+
+    history = Trainer(model=model, loss_fn=loss_fn, param_groups=param_groups(model),
+                      settings=OptimSettings.from_dict(cfg["train"]["stage1"]), train_dataset=train_set,
+                      collate=collate, run_dir=run_dir, device=device, seed=cfg["seed"],
+                      num_workers=cfg["train"]["num_workers"], desc="stage1").fit()
+    save_model(out, model, cfg["model"]["esresnext"], kwargs,
+               _meta(cfg, stage="stage1", class_names=names, history=history))
+
+
+# --- stages 2 and 3 ----------------------------------------------------------------------------------
+def _audioclip_stage(cfg: Config, stage: str, init: Path, cache: Path, out: Path, run_dir: Path,
+                     threads: int | None) -> None:
+    device = _setup(cfg, threads)
+    name = cfg["model"]["audioclip"]
+    if stage == "stage2":
+        model = create_model(name)
+        # TODO(issue 3): paper profile loads CLIP RN50 weights into the text and image heads here.
+        standalone, _ = load_model(init)
+        load_audio_head_from_standalone(model, standalone.state_dict())
+        frozen = freeze(model, ("audio.", "logit_scale_ai", "logit_scale_at"))
+    else:
+        model, _ = load_model(init)
+        frozen = freeze(model, ("",))  # everything trains
+    image_size = MODEL_CONFIGS[name]["vision_cfg"]["image_size"]
+    # Only clips with video carry all three modalities; the loss is the released one over all pairs.
+    with open_cache(cache) as h5:
+        has_video = h5["has_video"][:].astype(bool)
+    train_idx = [i for i in split_indices(cache, "train") if has_video[i]]
+    train_set = _dataset(cfg, cache, "audioset", train_idx, train=True, with_frames=True, image_size=image_size)
+
+    def loss_fn(m, batch):
+        out_ = m(audio=batch["audio"], image=batch["image"], text=m.tokenize(batch["text"]).to(batch["audio"].device))
+        return audioclip_loss(m, out_)
+
+    history = Trainer(model=model, loss_fn=loss_fn, param_groups=param_groups(model),
+                      settings=OptimSettings.from_dict(cfg["train"][stage]), train_dataset=train_set,
+                      collate=collate, run_dir=run_dir, device=device, seed=cfg["seed"],
+                      num_workers=cfg["train"]["num_workers"], frozen_modules=frozen, desc=stage).fit()
+    save_model(out, model, name, {}, _meta(cfg, stage=stage, class_names=class_names(cache), history=history))
+
+
+def train_stage2(cfg: Config, stage1: Path, cache: Path, out: Path, run_dir: Path, threads: int | None = None) -> None:
+    _audioclip_stage(cfg, "stage2", stage1, cache, out, run_dir, threads)
+
+
+def train_stage3(cfg: Config, stage2: Path, cache: Path, out: Path, run_dir: Path, threads: int | None = None) -> None:
+    _audioclip_stage(cfg, "stage3", stage2, cache, out, run_dir, threads)
+
+
+# --- per-fold fine-tuning ----------------------------------------------------------------------------
+def finetune(cfg: Config, dataset: str, fold: int, mode: str, init: Path, cache: Path, out: Path,
+             run_dir: Path, threads: int | None = None) -> dict[str, Any]:
+    """Train on every fold but `fold`, evaluate on `fold` after each epoch; write the metric file."""
+    device = _setup(cfg, threads)
+    names = class_names(cache)
+    train_idx, test_idx = fold_split(cache, fold)
+    train_set = _dataset(cfg, cache, dataset, train_idx, train=True)
+    test_set = _dataset(cfg, cache, dataset, test_idx, train=False)
+    batch_size = cfg["evaluate"]["batch_size"]
+    template = cfg["model"]["prompt_template"]
+
+    model, meta = load_model(init)
+    if mode == "standalone":
+        model.replace_head(len(names))
+        frozen: list[torch.nn.Module] = []
+
+        def loss_fn(m, batch):
+            return standalone_loss(m(batch["audio"]), batch["label"]) + m.loss_ttf()
+
+        def eval_fn(m):
+            return {"accuracy": evaluate.standalone_accuracy(m, test_set, batch_size, device)}
+    else:
+        # Released protocol: audio head + FBSP + audio logit scales train; text/image heads and logit_scale frozen.
+        frozen = freeze(model, ("audio.", "logit_scale_ai", "logit_scale_at"))
+        label_text = [names[i] for i in range(len(names))]
+
+        def loss_fn(m, batch):
+            texts = [label_text[int(i)] for i in batch["label"]]
+            return audioclip_loss(m, m(audio=batch["audio"], text=m.tokenize(texts).to(batch["audio"].device)))
+
+        def eval_fn(m):
+            return {"accuracy": evaluate.zero_shot_accuracy(m, test_set, names, template, batch_size, device)}
+
+    settings = OptimSettings.from_dict(cfg["train"]["finetune"][dataset])
+    history = Trainer(model=model, loss_fn=loss_fn, param_groups=param_groups(model), settings=settings,
+                      train_dataset=train_set, collate=collate, run_dir=run_dir, device=device,
+                      seed=cfg["seed"] + fold, num_workers=cfg["train"]["num_workers"], eval_fn=eval_fn,
+                      frozen_modules=frozen, desc=f"finetune {dataset} {mode} fold {fold}").fit()
+    accuracies = [h["accuracy"] for h in history]
+    result = {
+        **_meta(cfg),
+        "kind": "finetune", "dataset": dataset, "model": mode, "fold": fold,
+        "n_items": len(test_idx), "n_train": len(train_idx), "checkpoint": str(init),
+        "metrics": {
+            # strict protocol: the last epoch, the test fold never chose anything
+            "accuracy": accuracies[-1],
+            # the released trainer's protocol: the best epoch *on the test fold* (optimistic)
+            "accuracy_best_epoch": max(accuracies),
+        },
+        "history": history,
+    }
+    write_json(out, result)
+    return result

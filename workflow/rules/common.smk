@@ -1,0 +1,61 @@
+# Shared set-up: the resolved profile, paths, and the command prefix every rule uses.
+# Logic lives in the package (pipeline/); rules only say what goes in and out.
+import json
+import sys
+from pathlib import Path
+
+import yaml
+
+sys.path.insert(0, workflow.basedir)  # import `pipeline` from this checkout
+
+from pipeline import layout
+from pipeline.config import resolve
+from pipeline.io import write_text
+
+PARAMS_FILE = Path(workflow.basedir) / "params.yaml"
+
+# params.yaml is validated against workflow/schemas/params.schema.yaml here, before any job runs; the error
+# names the offending key. `--config profile=paper` picks the other profile.
+CFG = resolve(config, profile=config.get("profile"), source=PARAMS_FILE)
+PROFILE = CFG.profile
+W = str(CFG.workdir)
+LOGS = f"logs/{PROFILE}"
+
+
+def _params_for_jobs():
+    """The params file jobs read. If --config/--configfile changed anything, hand jobs the merged copy."""
+    if config == yaml.safe_load(PARAMS_FILE.read_text()):
+        return str(PARAMS_FILE.relative_to(Path.cwd())) if PARAMS_FILE.is_relative_to(Path.cwd()) else str(PARAMS_FILE)
+    effective = Path(W) / "params.effective.yaml"
+    text = yaml.safe_dump(dict(config), sort_keys=False)
+    if not effective.exists() or effective.read_text() != text:
+        write_text(effective, text)
+    return str(effective)
+
+
+PY = f"python -m pipeline"
+ARGS = f"--params {_params_for_jobs()} --profile {PROFILE}"
+
+
+wildcard_constraints:
+    dataset="esc50|us8k|audioset|imagenet",
+    ftdataset="esc50|us8k",
+    mode="standalone|partial|full",
+    clipmodel="partial|full",
+    fold=r"\d+",
+
+
+def section(*keys):
+    """A slice of the resolved settings, as a `params:` value so that changing it reruns the rule."""
+    value = CFG.settings
+    for k in keys:
+        value = value[k]
+    return json.dumps(value, sort_keys=True)
+
+
+def raw_input(dataset):
+    return layout.raw_root(CFG, dataset)
+
+
+def checkpoint_of(model):
+    return layout.checkpoint(CFG, model)

@@ -1,0 +1,23 @@
+# Phase 1: raw datasets in their official layouts.
+#   embedded profile: generated here (synthetic, seeded)
+#   paper profile:    `source: local` expects them at data.<dataset>.root; `source: download` fetches them.
+
+if CFG["data"]["source"] == "synthetic":
+
+    for _ds in layout.DATASETS:
+
+        rule:
+            name:
+                f"generate_{_ds}"
+            output:
+                directory(layout.raw_root(CFG, _ds)),
+            params:
+                dataset=_ds,
+                settings=section("data", "synthetic", _ds),
+            log:
+                f"{LOGS}/generate/{_ds}.log",
+            benchmark:
+                f"{LOGS}/benchmarks/generate/{_ds}.tsv"
+            threads: 1
+            shell:
+                "{PY} generate-data --dataset {params.dataset} --out {output} {ARGS} --threads {threads} 2> {log}"

@@ -1,0 +1,28 @@
+# Phase 6: results/table1..4.csv beside the paper's values (each cell also logged to MLflow), and the flat
+# results/metrics.json that DVC shows with `dvc metrics show`.
+
+
+rule table:
+    input:
+        lambda w: layout.table_inputs(CFG, w.table),
+    output:
+        "results/{table}.csv",
+    wildcard_constraints:
+        table="table[1-4]",
+    log:
+        f"{LOGS}/tables/{{table}}.log",
+    threads: 1
+    shell:
+        "{PY} tables --table {wildcards.table} --out-dir results {ARGS} 2> {log}"
+
+
+rule metrics_json:
+    input:
+        expand("results/{table}.csv", table=layout.TABLES),
+    output:
+        "results/metrics.json",
+    log:
+        f"{LOGS}/tables/metrics_json.log",
+    threads: 1
+    shell:
+        "{PY} metrics-json {input} --out {output} 2> {log}"

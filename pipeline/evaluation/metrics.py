@@ -49,7 +49,7 @@ def accuracy(logits_or_pred: Any, target: Any) -> float:
 
 
 def _ap_rows(scores: np.ndarray, relevant: np.ndarray) -> np.ndarray:
-    """Non-interpolated AP of every row of (R, N) scores against (R, N) bool relevance; NaN for rows without positives."""
+    """Non-interpolated AP of each row of (R, N) scores vs (R, N) bool relevance; NaN for rows without positives."""
     if scores.shape != relevant.shape or scores.ndim != 2:
         raise ValueError(f"scores {scores.shape} and relevance {relevant.shape} must be equal 2-D shapes")
     if np.isnan(scores).any():

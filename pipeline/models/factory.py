@@ -19,36 +19,29 @@ _AUDIO_TINY = dict(
     layers=(1, 1, 1, 1), groups=2, width_per_group=32, base_planes=16, apply_attention=True,
 )
 
+# name -> constructor keyword arguments (like open_clip's model_configs/*.json).
 MODEL_CONFIGS = {
-    'esresnext-fbsp': dict(
-        kind='esresnext', sample_rate=44100,
-        args=dict(**_AUDIO_FULL, num_classes=527),
-    ),
-    'esresnext-fbsp-tiny': dict(
-        kind='esresnext', sample_rate=8000,
-        args=dict(**_AUDIO_TINY, num_classes=527),
-    ),
+    'esresnext-fbsp': dict(**_AUDIO_FULL, num_classes=527),
+    'esresnext-fbsp-tiny': dict(**_AUDIO_TINY, num_classes=527),
     'audioclip-rn50': dict(
-        kind='audioclip', sample_rate=44100,
-        args=dict(
-            embed_dim=1024,
-            audio_cfg=_AUDIO_FULL,
-            vision_cfg=dict(layers=(3, 4, 6, 3), width=64, image_size=224),
-            text_cfg=dict(context_length=77, vocab_size=49408, width=512, heads=8, layers=12),
-        ),
+        embed_dim=1024,
+        audio_cfg=_AUDIO_FULL,
+        vision_cfg=dict(layers=(3, 4, 6, 3), width=64, image_size=224),
+        text_cfg=dict(context_length=77, vocab_size=49408, width=512, heads=8, layers=12),
     ),
     'audioclip-tiny': dict(
-        kind='audioclip', sample_rate=8000,
-        args=dict(
-            embed_dim=64,
-            audio_cfg=_AUDIO_TINY,
-            vision_cfg=dict(layers=(1, 1, 1, 1), width=16, image_size=64),
-            text_cfg=dict(context_length=77, vocab_size=49408, width=64, heads=2, layers=2),
-        ),
+        embed_dim=64,
+        audio_cfg=_AUDIO_TINY,
+        vision_cfg=dict(layers=(1, 1, 1, 1), width=16, image_size=64),
+        text_cfg=dict(context_length=77, vocab_size=49408, width=64, heads=2, layers=2),
     ),
 }
-
-_BUILDERS = {'esresnext': ESResNeXtFBSP, 'audioclip': AudioCLIP}
+MODEL_CLASSES = {
+    'esresnext-fbsp': ESResNeXtFBSP, 'esresnext-fbsp-tiny': ESResNeXtFBSP,
+    'audioclip-rn50': AudioCLIP, 'audioclip-tiny': AudioCLIP,
+}
+# The audio sample rate each configuration is meant for (the front end's hop/window are in samples).
+SAMPLE_RATES = {'esresnext-fbsp': 44100, 'esresnext-fbsp-tiny': 8000, 'audioclip-rn50': 44100, 'audioclip-tiny': 8000}
 
 
 def list_models() -> list[str]:
@@ -60,7 +53,7 @@ def model_config(name: str, **overrides) -> dict:
     into the named config's dict, anything else replaces the value."""
     if name not in MODEL_CONFIGS:
         raise KeyError(f'unknown model {name!r}; known: {", ".join(list_models())}')
-    args = copy.deepcopy(MODEL_CONFIGS[name]['args'])
+    args = copy.deepcopy(MODEL_CONFIGS[name])
     for key, value in overrides.items():
         if isinstance(value, dict) and isinstance(args.get(key), dict):
             args[key] = {**args[key], **value}
@@ -72,4 +65,4 @@ def model_config(name: str, **overrides) -> dict:
 def create_model(name: str, **overrides):
     """Build a named model, e.g. create_model('esresnext-fbsp', num_classes=50)."""
     args = model_config(name, **overrides)
-    return _BUILDERS[MODEL_CONFIGS[name]['kind']](**args)
+    return MODEL_CLASSES[name](**args)

@@ -39,8 +39,9 @@ class LinearFBSP(nn.Module):
         m, fb, fc = (p.to(dtype)[:, None] for p in (self.m, self.fb, self.fc))  # each (out, 1)
         # Window: a real base z, possibly negative, raised to a real power m as a complex power:
         # z**m = |z|**m * exp(i * m * arg z), with arg z = pi for z < 0 and 0 otherwise.
-        x = fb * t / (m + EPS)  # (out, n); never exactly 0 because t never is
-        z = torch.where(x == 0, torch.ones_like(x), torch.sin(x) / x)  # sinc
+        x = fb * t / (m + EPS)  # (out, n)
+        safe_x = torch.where(x == 0, torch.ones_like(x), x)  # no 0/0 (and no NaN gradient) where sinc(0) = 1
+        z = torch.where(x == 0, torch.ones_like(x), torch.sin(safe_x) / safe_x)  # sinc
         magnitude = fb.sqrt() * z.abs().pow(m)  # (out, n); 0 ** 0 == 1 in torch
         phase = math.pi * (z < 0).to(dtype) * m - fc * t  # window phase + carrier exp(-i fc t)
         re, im = magnitude * torch.cos(phase), magnitude * torch.sin(phase)

@@ -297,10 +297,16 @@ def build_tables(
     paper_yaml: str | Path = PAPER_YAML,
     *,
     folds: Mapping[str, Iterable[int]] | None = None,
+    only: Iterable[str] | None = None,
 ) -> dict[str, pd.DataFrame]:
-    """All four tables ('table1'..'table4'), from work/<profile>/metrics."""
+    """The tables ('table1'..'table4', or those in `only`, in paper order), from work/<profile>/metrics."""
+    wanted = set(TABLES if only is None else only)
+    if wanted - set(TABLES):
+        raise ValueError(f"unknown tables {sorted(wanted - set(TABLES))}; expected some of {TABLES}")
     files = MetricFiles(metrics_root, profile, folds)  # shared: each file is read and checked once
-    return {name: build_table(name, metrics_root, profile, paper_yaml, _files=files) for name in TABLES}
+    return {
+        name: build_table(name, metrics_root, profile, paper_yaml, _files=files) for name in TABLES if name in wanted
+    }
 
 
 def write_tables(tables: Mapping[str, pd.DataFrame], out_dir: str | Path) -> dict[str, Path]:
@@ -337,11 +343,14 @@ class Cell:
 
 
 def _target(flag: Any) -> str:
+    # bool in a built table; a table read back from CSV may hold the strings "True"/"False"
+    if isinstance(flag, str):
+        flag = flag.strip().lower() == "true"
     return "on-target" if flag else "zero-shot"
 
 
 def measured_cells(name: str, df: pd.DataFrame) -> list[Cell]:
-    """Every measured cell of our rows, in table order."""
+    """Every measured cell of our rows, in table order. Works on built tables and on their CSVs read back."""
     cells = []
 
     def add(row, ident, label, prefix, dataset, paper_col, std_col=None, ci_col=None, n_col=None):
@@ -364,7 +373,7 @@ def measured_cells(name: str, df: pd.DataFrame) -> list[Cell]:
                 p = f"{model}_"
                 add(row, ident, model, p, row["dataset"], f"{p}paper", f"{p}std", None, f"{p}n_folds")
         elif name == "table3":
-            if row["source"] != "ours":
+            if row["source"] != "ours":  # baselines ("" or NaN once read back from CSV)
                 continue
             for ds in ("us8k", "esc50"):
                 p = f"{ds}_"

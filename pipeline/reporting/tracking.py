@@ -148,16 +148,16 @@ def log_table_cells(
     repo_root: str | Path | None = None,
 ) -> str:
     """Log every measured cell of our rows of one table as metrics of one new MLflow run; returns the run id."""
-    from mlflow.entities import Metric, RunTag  # mlflow takes seconds to import: only when logging
-    from mlflow.exceptions import MlflowException
-    from mlflow.tracking import MlflowClient
-
     if set(df["profile"]) != {profile}:
         raise ValueError(f"{table_name}: table rows have profile {sorted(set(df['profile']))}, logging as {profile!r}")
     cells = measured_cells(table_name, df)
     names = [metric_name(c) for c in cells]
     if len(set(names)) != len(names):
         raise ValueError(f"{table_name}: two cells sanitise to the same metric name: {names}")
+
+    from mlflow.entities import Metric, RunTag  # mlflow takes seconds to import: only once there is work
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
 
     now = int(time.time() * 1000)
     metrics = [Metric(name, c.value, now, 0) for name, c in zip(names, cells)]

@@ -31,7 +31,7 @@ QUERY_KEYS = [
 
 def query_scores(model: str, i: int) -> dict:
     off = 0.0 if model == "partial" else 0.5
-    return {"p1": round(0.01 * (i + 1) + off, 4), "r1": round(0.02 * (i + 1) + off, 4), "map": round(0.03 * (i + 1) + off, 4)}
+    return {metric: round(step * (i + 1) + off, 4) for metric, step in (("p1", 0.01), ("r1", 0.02), ("map", 0.03))}
 
 
 def write_metrics(root: Path, rel: str, metrics: dict, profile: str, **extra) -> Path:

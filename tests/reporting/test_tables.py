@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from fake_metrics import FINETUNE_BASE, FOLDS, AUDIOSET, QUERY_KEYS, ZEROSHOT_BASE, fabricate, query_scores, write_metrics
+from fake_metrics import (
+    AUDIOSET,
+    FINETUNE_BASE,
+    FOLDS,
+    QUERY_KEYS,
+    ZEROSHOT_BASE,
+    fabricate,
+    query_scores,
+    write_metrics,
+)
 
 from pipeline.io import read_json, write_json
 from pipeline.reporting.tables import (
@@ -240,3 +248,29 @@ def test_metrics_summary_refuses_mixed_profiles(tables, tmp_path):
     mixed = dict(tables, table4=build_table("table4", other, "paper"))
     with pytest.raises(ProfileMismatchError):
         metrics_summary(mixed)
+
+
+def test_metrics_summary_from_csvs_read_back(tables, tmp_path):
+    # the CLI (metrics-json) summarises the CSVs the table jobs wrote, not the in-memory frames
+    paths = write_tables(tables, tmp_path)
+    frames = {name: pd.read_csv(path) for name, path in paths.items()}
+    assert metrics_summary(frames) == metrics_summary(tables)
+
+
+def test_build_only_some_tables(metrics_root):
+    (metrics_root / "querying" / "full.json").unlink()
+    assert list(build_tables(metrics_root, "embedded", only=["table3", "table1"])) == ["table1", "table3"]
+    with pytest.raises(ValueError, match="table5"):
+        build_tables(metrics_root, "embedded", only=["table5"])
+
+
+def test_fold_missing_in_one_finetune_mode_is_found_from_the_others(metrics_root):
+    # fold 3 exists for partial and full fine-tuning only: the standalone mean must not quietly use 2 folds
+    for model in ("partial", "full"):
+        rel = f"zeroshot/us8k/{model}.json"
+        data = read_json(metrics_root / rel)
+        del data["metrics"]["folds"]["3"]
+        write_json(metrics_root / rel, data)
+    (metrics_root / "finetune/us8k/standalone/fold3.json").unlink()
+    with pytest.raises(MissingMetricsError, match="standalone/fold3.json"):
+        build_table("table1", metrics_root, "embedded")

@@ -7,11 +7,14 @@ rule cache:
     output:
         f"{W}/cache/{{dataset}}.h5",
     params:
+        args=ARGS,
         settings=lambda w: section("data", w.dataset) + section("data", "sample_rate"),
+    conda:
+        CONDA_ENV
     log:
         f"{LOGS}/cache/{{dataset}}.log",
     benchmark:
         f"{LOGS}/benchmarks/cache/{{dataset}}.tsv"
     threads: 1
     shell:
-        "{PY} cache --dataset {wildcards.dataset} --root {input.raw} --out {output} {ARGS} --threads {threads} 2> {log}"
+        "python -m pipeline cache --dataset {wildcards.dataset} --root {input.raw} --out {output} {params.args} --threads {threads} 2> {log}"

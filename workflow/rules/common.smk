@@ -33,8 +33,8 @@ def _params_for_jobs():
     return str(effective)
 
 
-PY = f"python -m pipeline"
 ARGS = f"--params {_params_for_jobs()} --profile {PROFILE}"
+CONDA_ENV = "../../envs/audioclip.yaml"  # used with --sdm conda; pins mirror pyproject.toml
 
 
 wildcard_constraints:

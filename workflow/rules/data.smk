@@ -12,12 +12,15 @@ if CFG["data"]["source"] == "synthetic":
             output:
                 directory(layout.raw_root(CFG, _ds)),
             params:
+                args=ARGS,
                 dataset=_ds,
                 settings=section("data", "synthetic", _ds),
+            conda:
+                CONDA_ENV
             log:
                 f"{LOGS}/generate/{_ds}.log",
             benchmark:
                 f"{LOGS}/benchmarks/generate/{_ds}.tsv"
             threads: 1
             shell:
-                "{PY} generate-data --dataset {params.dataset} --out {output} {ARGS} --threads {threads} 2> {log}"
+                "python -m pipeline generate-data --dataset {params.dataset} --out {output} {params.args} --threads {threads} 2> {log}"

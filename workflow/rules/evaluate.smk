@@ -8,15 +8,18 @@ rule zeroshot:
     output:
         f"{W}/metrics/zeroshot/{{ftdataset}}/{{clipmodel}}.json",
     params:
+        args=ARGS,
         settings=section("model", "prompt_template"),
+    conda:
+        CONDA_ENV
     log:
         f"{LOGS}/evaluate/zeroshot_{{ftdataset}}_{{clipmodel}}.log",
     benchmark:
         f"{LOGS}/benchmarks/evaluate/zeroshot_{{ftdataset}}_{{clipmodel}}.tsv"
     threads: 1
     shell:
-        "{PY} evaluate zeroshot --model {wildcards.clipmodel} --dataset {wildcards.ftdataset}"
-        " --checkpoint {input.checkpoint} --cache {input.cache} --out {output} {ARGS} --threads {threads} 2> {log}"
+        "python -m pipeline evaluate zeroshot --model {wildcards.clipmodel} --dataset {wildcards.ftdataset}"
+        " --checkpoint {input.checkpoint} --cache {input.cache} --out {output} {params.args} --threads {threads} 2> {log}"
 
 
 rule evaluate_audioset:
@@ -26,15 +29,18 @@ rule evaluate_audioset:
     output:
         f"{W}/metrics/audioset/{{mode}}.json",
     params:
+        args=ARGS,
         settings=section("model", "prompt_template"),
+    conda:
+        CONDA_ENV
     log:
         f"{LOGS}/evaluate/audioset_{{mode}}.log",
     benchmark:
         f"{LOGS}/benchmarks/evaluate/audioset_{{mode}}.tsv"
     threads: 1
     shell:
-        "{PY} evaluate audioset --model {wildcards.mode} --checkpoint {input.checkpoint} --cache {input.cache}"
-        " --out {output} {ARGS} --threads {threads} 2> {log}"
+        "python -m pipeline evaluate audioset --model {wildcards.mode} --checkpoint {input.checkpoint} --cache {input.cache}"
+        " --out {output} {params.args} --threads {threads} 2> {log}"
 
 
 rule evaluate_imagenet:
@@ -44,15 +50,18 @@ rule evaluate_imagenet:
     output:
         f"{W}/metrics/imagenet/{{clipmodel}}.json",
     params:
+        args=ARGS,
         settings=section("model", "prompt_template"),
+    conda:
+        CONDA_ENV
     log:
         f"{LOGS}/evaluate/imagenet_{{clipmodel}}.log",
     benchmark:
         f"{LOGS}/benchmarks/evaluate/imagenet_{{clipmodel}}.tsv"
     threads: 1
     shell:
-        "{PY} evaluate imagenet --model {wildcards.clipmodel} --checkpoint {input.checkpoint}"
-        " --cache {input.cache} --out {output} {ARGS} --threads {threads} 2> {log}"
+        "python -m pipeline evaluate imagenet --model {wildcards.clipmodel} --checkpoint {input.checkpoint}"
+        " --cache {input.cache} --out {output} {params.args} --threads {threads} 2> {log}"
 
 
 rule evaluate_querying:
@@ -62,13 +71,16 @@ rule evaluate_querying:
     output:
         f"{W}/metrics/querying/{{clipmodel}}.json",
     params:
+        args=ARGS,
         caches=" ".join(f"--cache {d}={layout.cache(CFG, d)}" for d in layout.DATASETS),
         settings=section("model", "prompt_template"),
+    conda:
+        CONDA_ENV
     log:
         f"{LOGS}/evaluate/querying_{{clipmodel}}.log",
     benchmark:
         f"{LOGS}/benchmarks/evaluate/querying_{{clipmodel}}.tsv"
     threads: 1
     shell:
-        "{PY} evaluate querying --model {wildcards.clipmodel} --checkpoint {input.checkpoint} {params.caches}"
-        " --out {output} {ARGS} --threads {threads} 2> {log}"
+        "python -m pipeline evaluate querying --model {wildcards.clipmodel} --checkpoint {input.checkpoint} {params.caches}"
+        " --out {output} {params.args} --threads {threads} 2> {log}"

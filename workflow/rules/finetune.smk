@@ -11,14 +11,17 @@ rule finetune:
     output:
         f"{W}/metrics/finetune/{{ftdataset}}/{{mode}}/fold{{fold}}.json",
     params:
+        args=ARGS,
         run_dir=f"{W}/runs/finetune/{{ftdataset}}/{{mode}}/fold{{fold}}",
         settings=lambda w: section("train", "finetune", w.ftdataset) + section("augment"),
+    conda:
+        CONDA_ENV
     log:
         f"{LOGS}/finetune/{{ftdataset}}/{{mode}}/fold{{fold}}.log",
     benchmark:
         f"{LOGS}/benchmarks/finetune/{{ftdataset}}/{{mode}}/fold{{fold}}.tsv"
     threads: 1
     shell:
-        "{PY} finetune --dataset {wildcards.ftdataset} --mode {wildcards.mode} --fold {wildcards.fold}"
+        "python -m pipeline finetune --dataset {wildcards.ftdataset} --mode {wildcards.mode} --fold {wildcards.fold}"
         " --init {input.init} --cache {input.cache} --out {output} --run-dir {params.run_dir}"
-        " {ARGS} --threads {threads} 2> {log}"
+        " {params.args} --threads {threads} 2> {log}"

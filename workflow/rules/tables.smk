@@ -9,11 +9,15 @@ rule table:
         "results/{table}.csv",
     wildcard_constraints:
         table="table[1-4]",
+    params:
+        args=ARGS,
+    conda:
+        CONDA_ENV
     log:
         f"{LOGS}/tables/{{table}}.log",
     threads: 1
     shell:
-        "{PY} tables --table {wildcards.table} --out-dir results {ARGS} 2> {log}"
+        "python -m pipeline tables --table {wildcards.table} --out-dir results {params.args} 2> {log}"
 
 
 rule metrics_json:
@@ -21,8 +25,10 @@ rule metrics_json:
         expand("results/{table}.csv", table=layout.TABLES),
     output:
         "results/metrics.json",
+    conda:
+        CONDA_ENV
     log:
         f"{LOGS}/tables/metrics_json.log",
     threads: 1
     shell:
-        "{PY} metrics-json {input} --out {output} 2> {log}"
+        "python -m pipeline metrics-json {input} --out {output} 2> {log}"

@@ -1,0 +1,232 @@
+"""torch Datasets over the HDF5 caches, fold/split selection with a leak check, and the collate function.
+
+AudioCacheDataset item: audio float32 (C, clip_samples) in int16 scale, label int (-1 multi-label),
+labels float32 (K,) multi-hot, text str (label names joined with ", "), index int (row in the cache); with
+frames also image float32 (3, S, S) CLIP-normalised and has_video bool.
+
+The HDF5 file is opened lazily, once per process: a DataLoader worker forks/spawns with no handle and opens its
+own on first use (h5py handles must not cross processes). Augmentation randomness comes from
+numpy Generator((seed, epoch, index)): reproducible regardless of worker count or order; call set_epoch(e) for
+fresh draws each epoch.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import h5py
+import numpy as np
+import torch
+from PIL import Image
+
+from .cache import open_cache, read_attr, read_strings
+from .transforms import audio_transform
+
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+AMPLITUDES = ("int16", "peak")
+
+
+class LeakError(ValueError):
+    """Training material overlaps the evaluation material."""
+
+
+class _LazyH5:
+    """Holds the cache path; opens the file on first access in each process."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = str(path)
+        self._h5: h5py.File | None = None
+        self._pid: int | None = None
+
+    @property
+    def h5(self) -> h5py.File:
+        if self._h5 is None or self._pid != os.getpid():
+            self._h5, self._pid = h5py.File(self.path, "r"), os.getpid()
+        return self._h5
+
+    def __getstate__(self) -> dict:
+        return {"path": self.path, "_h5": None, "_pid": None}  # never pickle an open handle into a worker
+
+
+def clip_normalise(frame: np.ndarray, size: int) -> torch.Tensor:
+    """uint8 (H, W, 3) -> float32 (3, size, size), CLIP mean/std normalised (bicubic resize if H != size)."""
+    if frame.shape[0] != size or frame.shape[1] != size:
+        frame = np.asarray(Image.fromarray(frame).resize((size, size), Image.Resampling.BICUBIC))
+    x = torch.from_numpy(np.array(frame)).permute(2, 0, 1).float().div_(255.0)
+    mean = torch.tensor(CLIP_MEAN).view(3, 1, 1)
+    std = torch.tensor(CLIP_STD).view(3, 1, 1)
+    return (x - mean) / std
+
+
+def peak_rescale(x: torch.Tensor) -> torch.Tensor:
+    """Per-clip min-max rescale to [-32768, 32767] (released US8K loader). A constant clip maps to zeros
+    (the released formula would divide by zero)."""
+    lo, hi = x.min(), x.max()
+    if hi <= lo:
+        return torch.zeros_like(x)
+    return (x - lo) / (hi - lo) * 65535.0 - 32768.0
+
+
+class AudioCacheDataset(torch.utils.data.Dataset):
+    def __init__(self, cache_path: str | os.PathLike, indices=None, *, clip_samples: int, train: bool,
+                 augment: dict | None = None, amplitude: str = "int16", with_frames: bool = False,
+                 image_size: int | None = None, seed: int = 0, expect: dict | None = None):
+        if amplitude not in AMPLITUDES:
+            raise ValueError(f"amplitude must be one of {AMPLITUDES}, got {amplitude!r}")
+        with open_cache(cache_path, expect) as h5:
+            if "waveform" not in h5:
+                raise ValueError(f"{cache_path}: not an audio cache")
+            if with_frames and "frames" not in h5:
+                raise ValueError(f"{cache_path}: with_frames=True but the cache has no frames")
+            # small per-clip tables live in memory; waveforms and frames are read per item
+            self.class_names: list[str] = read_attr(h5, "class_names")
+            self.multilabel = bool(read_attr(h5, "multilabel"))
+            self.length = h5["length"][()]
+            self.label = h5["label"][()]
+            self.labels = h5["labels"][()].astype(np.float32)
+            self.has_video = h5["has_video"][()] if "has_video" in h5 else np.zeros(len(self.label), bool)
+            self.n_frames = h5["frames"].shape[1] if "frames" in h5 else 0
+            self.frame_size = h5["frames"].shape[2] if "frames" in h5 else 0
+        n = len(self.label)
+        self.indices = np.arange(n) if indices is None else np.asarray(indices, dtype=np.int64).reshape(-1)
+        if len(self.indices) and (self.indices.min() < 0 or self.indices.max() >= n):
+            raise IndexError(f"{cache_path}: indices outside 0..{n - 1}")
+        self.file = _LazyH5(cache_path)
+        self.clip_samples, self.train, self.amplitude = clip_samples, train, amplitude
+        self.transform = audio_transform(augment, clip_samples, train)
+        self.with_frames = with_frames
+        self.image_size = image_size or self.frame_size
+        self.seed, self.epoch = seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int) -> dict:
+        idx = int(self.indices[i])
+        rng = np.random.default_rng((self.seed, self.epoch, idx))
+        h5 = self.file.h5
+        x = torch.from_numpy(h5["waveform"][idx, :, : int(self.length[idx])].astype(np.float32))  # (C, valid)
+        if self.amplitude == "peak":
+            x = peak_rescale(x)
+        audio = self.transform(x, rng)  # (C, clip_samples)
+        on = np.flatnonzero(self.labels[idx])
+        item = {
+            "audio": audio.float(),
+            "label": int(self.label[idx]),
+            "labels": torch.from_numpy(self.labels[idx].copy()),
+            "text": ", ".join(self.class_names[k] for k in on),
+            "index": idx,
+        }
+        if self.with_frames:
+            video = bool(self.has_video[idx])
+            if video:
+                j = int(rng.integers(0, self.n_frames)) if self.train else self.n_frames // 2
+                item["image"] = clip_normalise(h5["frames"][idx, j], self.image_size)
+            else:
+                item["image"] = torch.zeros(3, self.image_size, self.image_size)  # masked by has_video
+            item["has_video"] = video
+        return item
+
+
+class ImageCacheDataset(torch.utils.data.Dataset):
+    """Item: image float32 (3, S, S) CLIP-normalised, label int, text str (class name), index int."""
+
+    def __init__(self, cache_path: str | os.PathLike, image_size: int, indices=None):
+        with open_cache(cache_path) as h5:
+            if "image" not in h5:
+                raise ValueError(f"{cache_path}: not an image cache")
+            self.class_names: list[str] = read_attr(h5, "class_names")
+            self.label = h5["label"][()]
+        self.indices = np.arange(len(self.label)) if indices is None else np.asarray(indices, np.int64)
+        self.file = _LazyH5(cache_path)
+        self.image_size = image_size
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int) -> dict:
+        idx = int(self.indices[i])
+        return {"image": clip_normalise(self.file.h5["image"][idx], self.image_size),
+                "label": int(self.label[idx]), "text": self.class_names[self.label[idx]], "index": idx}
+
+
+def collate(batch: list[dict]) -> dict:
+    """Stack tensors, turn numbers and bools into tensors, keep strings as a list."""
+    out = {}
+    for key in batch[0]:
+        values = [b[key] for b in batch]
+        if isinstance(values[0], torch.Tensor):
+            out[key] = torch.stack(values)
+        elif isinstance(values[0], str):
+            out[key] = values
+        elif isinstance(values[0], (bool, np.bool_)):
+            out[key] = torch.tensor(values, dtype=torch.bool)
+        else:
+            out[key] = torch.tensor(values)
+    return out
+
+
+# -----------------------------------------------------------------------------
+# which clips train and which evaluate
+
+_RECORDING = {
+    # the original recording a clip was cut from: clips of one recording must never straddle train and test
+    "esc50": re.compile(r"^\d+-(?P<rec>\d+)-[A-Za-z]+-\d+\.\w+$"),          # {fold}-{src_file}-{take}-{target}
+    "us8k": re.compile(r"^(?P<rec>\d+)-\d+-\d+-\d+\.\w+$"),                 # {fsID}-{classID}-{occ}-{slice}
+    "audioset": re.compile(r"^(?P<rec>[A-Za-z0-9_-]{11})_\d+\.\w+$"),     # {YTID}_{start_ms}
+}
+
+
+def recording_id(dataset: str, source: str) -> str:
+    """Recording a clip comes from (ESC-50 src_file, US8K fsID, AudioSet YTID); the file name otherwise."""
+    m = _RECORDING.get(dataset, re.compile("^$")).match(source)
+    return m.group("rec") if m else source
+
+
+def check_no_leak(cache_path: str | os.PathLike, train_idx, test_idx) -> None:
+    """LeakError if a test clip is in the training set by index, by file name or by source recording."""
+    train_idx, test_idx = np.asarray(train_idx, np.int64), np.asarray(test_idx, np.int64)
+    with open_cache(cache_path) as h5:
+        dataset = read_attr(h5, "dataset")
+        source = np.array(read_strings(h5, "source"), dtype=object)
+    checks = {
+        "index": (set(train_idx.tolist()), set(test_idx.tolist())),
+        "source file": (set(source[train_idx]), set(source[test_idx])),
+        "source recording": ({recording_id(dataset, s) for s in source[train_idx]},
+                             {recording_id(dataset, s) for s in source[test_idx]}),
+    }
+    for what, (train, test) in checks.items():
+        both = sorted(map(str, train & test))
+        if both:
+            raise LeakError(f"{cache_path}: {len(both)} test clip(s) also in the training set by {what}: "
+                            f"{both[:5]}")
+
+
+def fold_split(cache_path: str | os.PathLike, test_fold: int) -> tuple[np.ndarray, np.ndarray]:
+    """(train indices = every other fold, test indices = `test_fold`), after the leak check."""
+    with open_cache(cache_path) as h5:
+        fold = h5["fold"][()]
+    folds = sorted(set(fold.tolist()) - {0})
+    if test_fold not in folds:
+        raise ValueError(f"{cache_path}: fold {test_fold} not in the cache (folds: {folds})")
+    train_idx, test_idx = np.flatnonzero(fold != test_fold), np.flatnonzero(fold == test_fold)
+    check_no_leak(cache_path, train_idx, test_idx)
+    return train_idx, test_idx
+
+
+def split_indices(cache_path: str | os.PathLike, split: str) -> np.ndarray:
+    """Indices of AudioSet's 'train' (balanced_train) or 'eval' clips, after the leak check between them."""
+    with open_cache(cache_path) as h5:
+        if "split" not in h5:
+            raise ValueError(f"{cache_path}: this cache has no splits (use fold_split)")
+        splits = np.array(read_strings(h5, "split"))
+    if split not in ("train", "eval"):
+        raise ValueError(f"split must be 'train' or 'eval', got {split!r}")
+    check_no_leak(cache_path, np.flatnonzero(splits == "train"), np.flatnonzero(splits == "eval"))
+    return np.flatnonzero(splits == split)

@@ -1,11 +1,13 @@
 """params.yaml: both profiles resolve; bad values fail naming the key."""
 
 import copy
+import hashlib
+import re
 
 import pytest
 import yaml
 
-from pipeline.config import DEFAULT_PARAMS, ConfigError, load_config, resolve
+from pipeline.config import DEFAULT_PARAMS, ConfigError, load_config, params_hash, resolve
 
 RAW = yaml.safe_load(DEFAULT_PARAMS.read_text())
 
@@ -82,3 +84,11 @@ def test_missing_file_and_bad_yaml(tmp_path):
     bad.write_text("profile: [unclosed\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(bad)
+
+
+def test_params_hash_is_canonical():
+    a = params_hash({"b": 1, "a": [1, 2.5, "x"]})
+    assert a == params_hash({"a": [1, 2.5, "x"], "b": 1})  # key order does not matter
+    assert a == hashlib.sha256(b'{"a":[1,2.5,"x"],"b":1}').hexdigest()[:12]
+    assert a != params_hash({"a": [1, 2.5, "x"], "b": 2})
+    assert re.fullmatch(r"[0-9a-f]{12}", a)

@@ -72,7 +72,7 @@ def _decode_ffmpeg(path: Path) -> tuple[np.ndarray, int]:
         raise AudioDecodeError(f"{path}: ffmpeg cannot decode it ({_stderr(err)})") from None
     samples = np.frombuffer(raw, dtype="<f4")
     samples = samples[: len(samples) // channels * channels]
-    return np.ascontiguousarray(samples.reshape(-1, channels).T), sr  # (C, L)
+    return samples.reshape(-1, channels).T.copy(), sr  # (C, L); a copy: frombuffer memory is read-only
 
 
 def _stderr(err: ffmpeg.Error) -> str:

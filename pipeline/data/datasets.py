@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import re
-from pathlib import Path
 
 import h5py
 import numpy as np
@@ -49,6 +48,11 @@ class _LazyH5:
 
     def __getstate__(self) -> dict:
         return {"path": self.path, "_h5": None, "_pid": None}  # never pickle an open handle into a worker
+
+    def close(self) -> None:
+        if self._h5 is not None and self._pid == os.getpid():
+            self._h5.close()
+        self._h5 = None
 
 
 def clip_normalise(frame: np.ndarray, size: int) -> torch.Tensor:
@@ -102,7 +106,11 @@ class AudioCacheDataset(torch.utils.data.Dataset):
         self.seed, self.epoch = seed, 0
 
     def set_epoch(self, epoch: int) -> None:
+        """Fresh augmentation draws for a new epoch (the same epoch always gives the same draws)."""
         self.epoch = epoch
+
+    def close(self) -> None:
+        self.file.close()
 
     def __len__(self) -> int:
         return len(self.indices)

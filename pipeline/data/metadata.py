@@ -216,7 +216,8 @@ def read_audioset_segments(path: str | Path, mids: dict[str, int]) -> pd.DataFra
                 return MetadataError(f"{path}: row {line_no}, column '{column}': {problem}")
 
             if len(fields) != 4:
-                raise bad("YTID", f"expected 4 fields (YTID, start_seconds, end_seconds, positive_labels), got {len(fields)}")
+                raise bad("YTID", f"expected 4 fields (YTID, start_seconds, end_seconds, positive_labels), "
+                                  f"got {len(fields)}")
             ytid, start, end, positive = (x.strip() for x in fields)
             if not YTID_RE.match(ytid):
                 raise bad("YTID", f"{ytid!r} is not an 11-character YouTube id")

@@ -25,12 +25,20 @@ SOUND_RECIPES: dict[str, Recipe] = {}
 
 
 def recipe(fn: Recipe) -> Recipe:
-    SOUND_RECIPES[fn.__name__] = fn
-    return fn
+    """Register fn under its name; the registered version returns float32 (recipes compute in float64)."""
+    @functools.wraps(fn)
+    def as_float32(rng: np.random.Generator, sample_rate: int, n_samples: int) -> np.ndarray:
+        return fn(rng, sample_rate, n_samples).astype(np.float32)
+
+    SOUND_RECIPES[fn.__name__] = as_float32
+    return as_float32
 
 
 # -----------------------------------------------------------------------------
 # building blocks; t is seconds, every array is float64 (n,) until `render` casts to float32
+
+_TABLE = 1024  # wavetable length; linear-interpolation error (< 0.2 % at the 40th harmonic) hides under the noise
+
 
 def _tone(f: np.ndarray, sr: int, harmonics: int, rolloff: float, rng: np.random.Generator,
           odd_only: bool = False) -> np.ndarray:
@@ -45,9 +53,6 @@ def _tone(f: np.ndarray, sr: int, harmonics: int, rolloff: float, rng: np.random
     table = (k[:, None] ** -rolloff * np.sin(k[:, None] * theta + rng.uniform(0, 2 * np.pi, (len(k), 1)))).sum(0)
     pos = (np.cumsum(f) / sr % 1.0) * _TABLE  # (n,) running phase in table samples
     return np.interp(pos, np.arange(_TABLE + 1), np.append(table, table[0]))
-
-
-_TABLE = 1024  # wavetable length; linear-interpolation error (< 0.2 % at the 40th harmonic) hides under the noise
 
 
 def _noise(rng: np.random.Generator, n: int, sr: int, lo: float, hi: float, slope: float = 0.0) -> np.ndarray:
@@ -348,16 +353,16 @@ def render(names: str | list[str], rng: np.random.Generator, sample_rate: int, n
     names = [names] if isinstance(names, str) else list(names)
     clean = np.zeros(n_samples)
     for k, name in enumerate(names):
-        x = SOUND_RECIPES[name](rng, sample_rate, n_samples)
+        x = SOUND_RECIPES[name](rng, sample_rate, n_samples).astype(np.float64)
         gain = 1.0 if k == 0 else 10 ** (-rng.uniform(0, 8) / 20)
         clean += gain * x / (np.sqrt(np.mean(x**2)) + 1e-12)
-    clean = _lowpass(clean, sample_rate)  # sharp attacks and clip edges leak above the band: cut them
     noise_rms = np.sqrt(np.mean(clean**2)) * 10 ** (-rng.uniform(*snr_db) / 20)
     slope = rng.uniform(0.0, 1.5)  # white .. beyond pink: the backgrounds differ too
     out = []
     for c in range(channels):
         src = clean if c == 0 else rng.uniform(0.6, 1.0) * np.roll(clean, int(rng.integers(0, 20)))
-        out.append(src + noise_rms * _noise(rng, n_samples, sample_rate, 40, BAND_TOP, slope))
+        # sharp attacks, clip edges and truncated noise leak a little above the band: cut everything there
+        out.append(_lowpass(src + noise_rms * _noise(rng, n_samples, sample_rate, 40, BAND_TOP, slope), sample_rate))
     y = np.stack(out)
     y *= rng.uniform(0.25, 0.9) / (np.abs(y).max() + 1e-12)
     return y.astype(np.float32)

@@ -31,7 +31,7 @@ from tqdm import tqdm
 from pipeline.io import write_text
 
 from .sounds import SOUND_RECIPES, render  # noqa: F401  (SOUND_RECIPES re-exported: the registry lives there)
-from .visuals import VISUAL_RECIPES, scene, video_frames  # noqa: F401
+from .visuals import VISUAL_RECIPES, video_frames
 
 DATASETS = ("esc50", "us8k", "audioset", "imagenet")
 
@@ -265,11 +265,12 @@ def _audioset(out: Path, cfg: dict, seed: int, progress: bool) -> None:
                 (out / "frames" / stem).mkdir(parents=True)
                 for j, frame in enumerate(frames):
                     frame.save(out / "frames" / stem / f"{j:02d}.jpg", quality=90)
-    write_text(out / "class_labels_indices.csv",
-               "index,mid,display_name\n" + "".join(f'{k},{m},"{name}"\n' for k, (m, name) in enumerate(AUDIOSET_CLASSES)))
+    rows = "".join(f'{k},{m},"{name}"\n' for k, (m, name) in enumerate(AUDIOSET_CLASSES))
+    write_text(out / "class_labels_indices.csv", "index,mid,display_name\n" + rows)
     # segment lists last (they are what a reader looks for first)
     for split, fname in (("eval", "eval_segments.csv"), ("train", "balanced_train_segments.csv")):
-        labels_of = [sorted({lab for s in src for lab in AUDIOSET_SOUNDS[s]}, key=order.get) for _, _, src in clips[split]]
+        labels_of = [sorted({lab for s in src for lab in AUDIOSET_SOUNDS[s]}, key=order.get)
+                     for _, _, src in clips[split]]
         header = [f"# Segments csv created by pipeline.data.synthetic (SYNTHETIC data, seed {seed})",
                   f"# num_ytids={len(clips[split])}, num_segs={len(clips[split])}, "
                   f"num_unique_labels={len({lab for ls in labels_of for lab in ls})}, "

@@ -34,7 +34,7 @@ class RandomFlip:
 class RandomScale:
     """Time-stretch by s = max_scale ** U(-1, 1) with linear interpolation (pitch shifts with it).
 
-    Output length int(L * s); output sample i reads input position i / s, interpolating between floor and
+    Output length int(L * s) (at least 1); output sample i reads input position i / s, interpolating between floor and
     floor + 1 (clamped to the last sample).
     """
 
@@ -48,7 +48,8 @@ class RandomScale:
     @staticmethod
     def scale(x: Tensor, s: float) -> Tensor:
         n = x.shape[-1]
-        pos = torch.arange(int(n * s), dtype=torch.float64) / s  # (L',) input positions
+        out = max(1, int(n * s))  # released: int(n * s); never let a 1-sample clip vanish
+        pos = torch.arange(out, dtype=torch.float64) / s  # (L',) input positions
         i0 = pos.long()
         i1 = torch.clamp(i0 + 1, max=n - 1)
         frac = (pos - i0).to(x.dtype)

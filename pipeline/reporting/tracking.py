@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
-import json
 import math
 import os
 import random
@@ -51,12 +49,6 @@ def git_commit(cwd: str | Path | None = None) -> str:
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return out.stdout.strip() or "unknown"
-
-
-def params_hash(obj: Any) -> str:
-    """First 12 hex digits of sha256 over canonical JSON (sorted keys, no spaces): same as pipeline.config."""
-    canonical = json.dumps(obj, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).hexdigest()[:12]
 
 
 def default_tracking_uri(repo_root: str | Path | None = None) -> str:

@@ -9,7 +9,7 @@ import pytest
 import soundfile as sf
 from PIL import Image
 
-from conftest import REALDATA, SMALL
+from data_support import REALDATA, SMALL
 from pipeline.data import synthetic as syn
 from pipeline.data.sounds import BAND_TOP, SOUND_RECIPES, render
 from pipeline.data.visuals import VISUAL_RECIPES
@@ -86,7 +86,8 @@ def test_audioset_layout(synthetic):
             no_video += not frames
             if frames:
                 assert [f.name for f in frames] == ["00.jpg", "01.jpg", "02.jpg"]
-                assert Image.open(frames[0]).size == (32, 32)
+                with Image.open(frames[0]) as img:
+                    assert img.size == (32, 32)
             ytids.append(ytid)
     assert len(set(ytids)) == len(ytids)
     assert any(y.startswith("-") for y in ytids)
@@ -182,3 +183,20 @@ def test_classes_are_learnable_but_not_identical():
                   for k, c in enumerate(classes) for f in feats[c][6:])
     assert correct / (4 * len(classes)) > 0.6  # chance is 0.1
     assert all(np.std(feats[c], axis=0).mean() > 0.05 for c in classes)  # clips of a class vary
+
+
+@pytest.mark.slow
+def test_default_sizes_generate_and_cache(tmp_path):
+    """The embedded profile's data step at full default size (about 15-30 s on 2 busy cores)."""
+    from pipeline.data.cache import build_cache
+
+    cache_args = {"esc50": {"sample_rate": 8000, "clip_seconds": 1.0, "channels": 1},
+                  "us8k": {"sample_rate": 8000, "clip_seconds": 0.8, "channels": 2},
+                  "audioset": {"sample_rate": 8000, "clip_seconds": 1.0, "channels": 1, "frames_per_clip": 3,
+                               "image_size": 64},
+                  "imagenet": {"image_size": 64}}
+    expected = {"esc50": 200, "us8k": 200, "audioset": 560, "imagenet": 60}
+    for name, kwargs in cache_args.items():
+        root = syn.generate(name, tmp_path / name)
+        info = build_cache(name, root, tmp_path / f"{name}.h5", progress=False, **kwargs)
+        assert info["n_clips"] == expected[name] and info["skipped"] == []

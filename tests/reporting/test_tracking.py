@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import multiprocessing as mp
 import re
 import sqlite3
@@ -18,7 +17,7 @@ from pipeline.reporting.tracking import (
     git_commit,
     log_table_cells,
     metric_name,
-    params_hash,
+
     with_retry,
 )
 
@@ -37,14 +36,6 @@ def test_metric_names_are_sanitised_and_unique(metrics_root):
     assert names["table1/AudioSet/mAP"] == "table1.audioset.map"
     assert len(set(names.values())) == len(names) == 3 + 16 + 10 + 42
     assert all(re.fullmatch(r"[a-z0-9_.]+", n) for n in names.values())
-
-
-def test_params_hash_is_canonical():
-    a = params_hash({"b": 1, "a": [1, 2.5, "x"]})
-    assert a == params_hash({"a": [1, 2.5, "x"], "b": 1})  # key order does not matter
-    assert a == hashlib.sha256(b'{"a":[1,2.5,"x"],"b":1}').hexdigest()[:12]
-    assert a != params_hash({"a": [1, 2.5, "x"], "b": 2})
-    assert re.fullmatch(r"[0-9a-f]{12}", a)
 
 
 def test_git_commit(tmp_path):

@@ -1,0 +1,161 @@
+"""HDF5 cache: round trip against the source files, refusal of stale/partial caches, skipped files."""
+
+import json
+import shutil
+
+import h5py
+import numpy as np
+import pandas as pd
+import pytest
+import soundfile as sf
+
+from data_support import CACHE_ARGS, SMALL
+from pipeline.data import metadata as md
+from pipeline.data.audio_io import AudioDecodeError, load_audio
+from pipeline.data.cache import CacheError, build_cache, cache_info, open_cache, read_strings
+
+
+def test_esc50_round_trip(synthetic, caches):
+    info = cache_info(caches["esc50"])
+    per = SMALL["esc50"]["clips_per_class_per_fold"]
+    assert info["dataset"] == "esc50" and info["n_clips"] == 50 * per
+    assert (info["sample_rate"], info["clip_samples"], info["channels"]) == (8000, 8000, 1)
+    assert info["folds"] == {f: 10 * per for f in range(1, 6)}
+    assert info["classes"]["crying baby"] == 5 * per and info["skipped"] == []
+    meta = md.read_esc50(synthetic["esc50"]).items.set_index("filename")
+    with open_cache(caches["esc50"], expect={"sample_rate": 8000, "clip_samples": 8000}) as h5:
+        assert h5["waveform"].dtype == np.int16 and h5["waveform"].shape == (50 * per, 1, 8000)
+        sources = read_strings(h5, "source")
+        assert list(h5["label"][()]) == [meta.loc[s, "label"] for s in sources]
+        assert list(h5["fold"][()]) == [meta.loc[s, "fold"] for s in sources]
+        assert (h5["labels"][()].argmax(1) == h5["label"][()]).all()
+        # 0.5 s clips in a 1.0 s cache: half valid, then zeros
+        assert (h5["length"][()] == 4000).all()
+        assert not h5["waveform"][:, :, 4000:].any()
+        expected = load_audio(synthetic["esc50"] / "audio" / sources[0], 8000, 1)
+        np.testing.assert_allclose(h5["waveform"][0, :, :4000] / 32768.0, expected, atol=1 / 32768)
+        assert json.loads(h5.attrs["build_params"])["sample_rate"] == 8000
+
+
+def test_long_clips_are_cut(synthetic, tmp_path):
+    info = build_cache("esc50", synthetic["esc50"], tmp_path / "c.h5", sample_rate=8000, clip_seconds=0.2,
+                       channels=1, progress=False)
+    with open_cache(tmp_path / "c.h5") as h5:
+        assert info["clip_samples"] == 1600 and (h5["length"][()] == 1600).all()
+
+
+def test_us8k_mixed_rates_and_channels(synthetic, caches):
+    meta = pd.read_csv(synthetic["us8k"] / "metadata" / "UrbanSound8K.csv").set_index("slice_file_name")
+    with open_cache(caches["us8k"]) as h5:
+        assert h5["waveform"].shape == (100, 2, 2400)
+        for k, source in enumerate(read_strings(h5, "source")):
+            row = meta.loc[source]
+            info = sf.info(synthetic["us8k"] / "audio" / f"fold{row['fold']}" / source)
+            resampled = int(np.ceil(info.frames * 8000 / info.samplerate))
+            assert h5["length"][k] == min(resampled, 2400)
+            assert h5["fold"][k] == row["fold"] and h5["label"][k] == row["classID"]
+            left, right = h5["waveform"][k]
+            assert np.array_equal(left, right) == (info.channels == 1)  # mono duplicated, stereo kept
+
+
+def test_audioset_frames_and_splits(synthetic, caches):
+    info = cache_info(caches["audioset"])
+    assert info["multilabel"] and info["splits"] == {"eval": 12, "train": 30} and info["folds"] == {0: 42}
+    assert info["classes"]["Dog"] >= info["classes"]["Bark"]
+    with open_cache(caches["audioset"]) as h5:
+        assert h5["frames"].shape == (42, 3, 24, 24, 3) and h5["frames"].dtype == np.uint8
+        assert (h5["label"][()] == -1).all()
+        for k, source in enumerate(read_strings(h5, "source")):
+            has = (synthetic["audioset"] / "frames" / source.removesuffix(".wav")).is_dir()
+            assert h5["has_video"][k] == has
+            assert h5["frames"][k].any() == has
+        assert 0 < h5["has_video"][()].sum() < 42
+        assert info["with_video"] == int(h5["has_video"][()].sum())
+
+
+def test_imagenet_images(caches):
+    info = cache_info(caches["imagenet"])
+    assert info["n_clips"] == 24 and info["image_size"] == 32 and info["sample_rate"] is None
+    with open_cache(caches["imagenet"]) as h5:
+        images = h5["image"][()]
+        assert images.shape == (24, 32, 32, 3)
+        gray = [(im[..., 0] == im[..., 1]).all() for im in images]
+        assert any(gray) and not all(gray)
+
+
+def test_cache_is_deterministic(synthetic, caches, tmp_path):
+    build_cache("us8k", synthetic["us8k"], tmp_path / "again.h5", progress=False, **CACHE_ARGS["us8k"])
+    with open_cache(caches["us8k"]) as a, open_cache(tmp_path / "again.h5") as b:
+        for name in ("waveform", "length", "label", "labels", "fold"):
+            assert np.array_equal(a[name][()], b[name][()])
+
+
+def test_stale_or_partial_cache_refused(caches, tmp_path):
+    bad = tmp_path / "bad.h5"
+    with pytest.raises(CacheError, match=r"attribute 'sample_rate' is 8000, expected 44100"):
+        open_cache(caches["esc50"], expect={"sample_rate": 44100, "clip_samples": 8000})
+    with pytest.raises(CacheError, match=r"attribute 'frames_per_clip' is missing"):
+        open_cache(caches["esc50"], expect={"frames_per_clip": 3})
+    for key, value, message in [("complete", False, "'complete' is missing or false"),
+                                ("format_version", 0, "'format_version' is 0")]:
+        shutil.copy(caches["esc50"], bad)
+        with h5py.File(bad, "r+") as h5:
+            h5.attrs[key] = value
+        with pytest.raises(CacheError, match=message) as err:
+            open_cache(bad)
+        assert "bad.h5" in str(err.value)
+    shutil.copy(caches["esc50"], bad)
+    with h5py.File(bad, "r+") as h5:
+        del h5.attrs["complete"]
+    with pytest.raises(CacheError, match="'complete'"):
+        cache_info(bad)
+    bad.write_bytes(b"not hdf5")
+    with pytest.raises(CacheError, match="not a readable HDF5"):
+        open_cache(bad)
+    with pytest.raises(CacheError, match="not found"):
+        open_cache(tmp_path / "nothing.h5")
+
+
+def _broken_copy(synthetic, tmp_path):
+    root = tmp_path / "esc"
+    shutil.copytree(synthetic["esc50"], root)
+    names = sorted(p.name for p in (root / "audio").iterdir())
+    (root / "audio" / names[0]).write_bytes(b"RIFF\x00\x00garbage")
+    sf.write(root / "audio" / names[1], np.zeros((0, 1), np.float32), 44100)
+    return root, names[:2]
+
+
+def test_corrupt_audio_raises_or_is_skipped(synthetic, tmp_path):
+    root, broken = _broken_copy(synthetic, tmp_path)
+    out = tmp_path / "out" / "esc.h5"
+    with pytest.raises(AudioDecodeError, match=broken[0]):
+        build_cache("esc50", root, out, progress=False, **CACHE_ARGS["esc50"])
+    assert not out.exists() and list(out.parent.iterdir()) == []  # the temporary file is gone too
+    info = build_cache("esc50", root, out, on_error="skip", progress=False, **CACHE_ARGS["esc50"])
+    assert [s["source"] for s in info["skipped"]] == broken
+    assert "empty" in info["skipped"][1]["error"]
+    assert info["n_clips"] == 50 * SMALL["esc50"]["clips_per_class_per_fold"] - 2
+    with open_cache(out) as h5:
+        assert not set(broken) & set(read_strings(h5, "source"))
+        assert len(h5["length"]) == len(h5["waveform"]) == len(h5["labels"]) == info["n_clips"]
+
+
+def test_corrupt_frame_raises_or_skips_the_clip(synthetic, tmp_path):
+    root = tmp_path / "as"
+    shutil.copytree(synthetic["audioset"], root)
+    first = sorted((root / "frames").iterdir())[0]
+    (first / "01.jpg").write_bytes(b"garbage")
+    with pytest.raises(ValueError, match="01.jpg"):
+        build_cache("audioset", root, tmp_path / "a.h5", progress=False, **CACHE_ARGS["audioset"])
+    info = build_cache("audioset", root, tmp_path / "a.h5", on_error="skip", progress=False, **CACHE_ARGS["audioset"])
+    assert [s["source"] for s in info["skipped"]] == [first.name + ".wav"]
+
+
+def test_bad_arguments(synthetic, tmp_path):
+    with pytest.raises(ValueError, match="channels"):
+        build_cache("esc50", synthetic["esc50"], tmp_path / "x.h5", sample_rate=8000, clip_seconds=1.0)
+    with pytest.raises(ValueError, match="on_error"):
+        build_cache("esc50", synthetic["esc50"], tmp_path / "x.h5", on_error="ignore", **CACHE_ARGS["esc50"])
+    with pytest.raises(ValueError, match="frames_per_clip"):
+        build_cache("audioset", synthetic["audioset"], tmp_path / "x.h5", sample_rate=8000, clip_seconds=1.0,
+                    channels=1)

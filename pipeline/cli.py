@@ -48,9 +48,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
 
     p = sub.add_parser("train", help="AudioSet training stage")
-    p.add_argument("--stage", choices=("stage1", "stage2", "stage3"), required=True)
-    p.add_argument("--cache", type=Path, required=True, help="AudioSet HDF5 cache")
+    p.add_argument("--stage", choices=("clip", "stage1", "stage2", "stage3"), required=True,
+                   help="clip = the embedded profile's CLIP-head pre-training (model.clip_init: synthetic)")
+    p.add_argument("--cache", type=Path, help="AudioSet HDF5 cache (every stage but clip)")
     p.add_argument("--init", type=Path, help="checkpoint of the previous stage (stages 2 and 3)")
+    p.add_argument("--clip-init", type=Path, help="stage 2: pre-trained CLIP heads (model.clip_init: synthetic)")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--run-dir", type=Path, required=True, help="resumable state of this job")
     _common(p)
@@ -155,13 +157,18 @@ def cmd_train(args) -> None:
     from pipeline.training import stages
 
     cfg = _cfg(args)
-    if args.stage == "stage1":
+    if args.stage != "clip" and args.cache is None:
+        raise ValueError(f"train --stage {args.stage} needs --cache (the AudioSet HDF5 cache)")
+    if args.stage == "clip":
+        stages.pretrain_clip(cfg, args.out, args.run_dir, args.threads)
+    elif args.stage == "stage1":
         stages.train_stage1(cfg, args.cache, args.out, args.run_dir, args.threads)
+    elif args.init is None:
+        raise ValueError(f"train --stage {args.stage} needs --init (the previous stage's checkpoint)")
+    elif args.stage == "stage2":
+        stages.train_stage2(cfg, args.init, args.cache, args.out, args.run_dir, args.threads, args.clip_init)
     else:
-        if args.init is None:
-            raise ValueError(f"train --stage {args.stage} needs --init (the previous stage's checkpoint)")
-        fn = stages.train_stage2 if args.stage == "stage2" else stages.train_stage3
-        fn(cfg, args.init, args.cache, args.out, args.run_dir, args.threads)
+        stages.train_stage3(cfg, args.init, args.cache, args.out, args.run_dir, args.threads)
 
 
 def cmd_finetune(args) -> None:

@@ -19,7 +19,8 @@ TABLES = ("table1", "table2", "table3", "table4")
 RESULTS = Path("results")
 
 # The checkpoint each fine-tuning mode and each evaluated model starts from.
-STAGE_CHECKPOINT = {"standalone": "stage1.pt", "partial": "stage2_partial.pt", "full": "stage3_full.pt"}
+STAGE_CHECKPOINT = {"standalone": "stage1.pt", "partial": "stage2_partial.pt", "full": "stage3_full.pt",
+                    "clip": "clip_init.pt"}
 
 
 def raw_root(cfg: Config, dataset: str) -> str:
@@ -32,6 +33,11 @@ def cache(cfg: Config, dataset: str) -> str:
 
 def checkpoint(cfg: Config, model: str) -> str:
     return f"{cfg.workdir}/checkpoints/{STAGE_CHECKPOINT[model]}"
+
+
+def clip_init(cfg: Config) -> list[str]:
+    """The pre-trained CLIP heads stage 2 starts from, when the pipeline makes them (model.clip_init: synthetic)."""
+    return [checkpoint(cfg, "clip")] if cfg["model"]["clip_init"] == "synthetic" else []
 
 
 def folds(cfg: Config, dataset: str) -> range:
@@ -72,7 +78,7 @@ def phase_targets(cfg: Config) -> dict[str, list[str]]:
     return {
         "data": [raw_root(cfg, d) for d in DATASETS],
         "cache": [cache(cfg, d) for d in DATASETS],
-        "train": [checkpoint(cfg, m) for m in FINETUNE_MODES],
+        "train": [*clip_init(cfg), *(checkpoint(cfg, m) for m in FINETUNE_MODES)],
         "finetune": [p for d in FINETUNE_DATASETS for m in FINETUNE_MODES for p in finetune_metrics(cfg, d, m)],
         "evaluate": [*(zeroshot_metrics(cfg, d, m) for d in FINETUNE_DATASETS for m in CLIP_MODELS),
                      *(eval_metrics(cfg, "audioset", m) for m in FINETUNE_MODES),

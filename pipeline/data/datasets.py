@@ -143,14 +143,25 @@ class AudioCacheDataset(torch.utils.data.Dataset):
 
 
 class ImageCacheDataset(torch.utils.data.Dataset):
-    """Item: image float32 (3, S, S) CLIP-normalised, label int, text str (class name), index int."""
+    """Images of an ImageNet-like cache, or the middle video frame of an AudioSet cache's clips.
+
+    Item: image float32 (3, S, S) CLIP-normalised, label int (-1 for multi-label sets), labels float32 (K,)
+    multi-hot, text str (label names joined with ', '), index int (row in the cache)."""
 
     def __init__(self, cache_path: str | os.PathLike, image_size: int, indices=None):
         with open_cache(cache_path) as h5:
-            if "image" not in h5:
-                raise ValueError(f"{cache_path}: not an image cache")
+            if "image" in h5:
+                self.key = "image"
+            elif "frames" in h5:
+                self.key = "frames"
+                self.n_frames = int(h5["frames"].shape[1])
+                if indices is not None and not h5["has_video"][()][np.asarray(indices, np.int64)].all():
+                    raise ValueError(f"{cache_path}: some requested clips have no video frames")
+            else:
+                raise ValueError(f"{cache_path}: holds neither images nor video frames")
             self.class_names: list[str] = read_attr(h5, "class_names")
             self.label = h5["label"][()]
+            self.labels = h5["labels"][()].astype(np.float32)
         self.indices = np.arange(len(self.label)) if indices is None else np.asarray(indices, np.int64)
         self.file = _LazyH5(cache_path)
         self.image_size = image_size
@@ -160,8 +171,12 @@ class ImageCacheDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int) -> dict:
         idx = int(self.indices[i])
-        return {"image": clip_normalise(self.file.h5["image"][idx], self.image_size),
-                "label": int(self.label[idx]), "text": self.class_names[self.label[idx]], "index": idx}
+        h5 = self.file.h5
+        pixels = h5["image"][idx] if self.key == "image" else h5["frames"][idx, self.n_frames // 2]
+        on = np.flatnonzero(self.labels[idx])
+        return {"image": clip_normalise(pixels, self.image_size), "label": int(self.label[idx]),
+                "labels": torch.from_numpy(self.labels[idx].copy()),
+                "text": ", ".join(self.class_names[k] for k in on), "index": idx}
 
 
 def collate(batch: list[dict]) -> dict:

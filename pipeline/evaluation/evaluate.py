@@ -154,9 +154,7 @@ def audioset_views(cfg, model, cache: Path, eval_idx: list[int], device) -> dict
         has_video = h5["has_video"][:].astype(bool)
     video_idx = [i for i in eval_idx if has_video[i]]
     image_size = MODEL_CONFIGS[cfg["model"]["audioclip"]]["vision_cfg"]["image_size"]
-    image_set = AudioCacheDataset(cache, video_idx, clip_samples=1, train=False, augment=cfg["augment"],
-                                  with_frames=True, image_size=image_size, seed=cfg["seed"])
-    image = embed(model, image_set, bs, device, modality="image")
+    image = embed(model, ImageCacheDataset(cache, image_size, video_idx), bs, device, modality="image")
     return {"audio": audio, "image": image, "video_mask": torch.tensor([has_video[i] for i in eval_idx])}
 
 

@@ -1,11 +1,23 @@
-"""AudioCLIP models: the FBSP front end, the ESResNeXt-fbsp audio head, AudioCLIP, losses, named configs."""
-from pipeline.models.audioclip import AudioCLIP, AudioCLIPOutput
-from pipeline.models.checkpoints import (
-    load_audio_head_from_standalone, load_file, load_state_dict_strict, strip_module_prefix,
-)
-from pipeline.models.esresnext import ESResNeXtFBSP
-from pipeline.models.factory import MODEL_CLASSES, MODEL_CONFIGS, SAMPLE_RATES, create_model, list_models, model_config
-from pipeline.models.fbsp import LinearFBSP
-from pipeline.models.loss import (
-    audioclip_loss, contrastive_loss, sample_weights_from_labels, standalone_loss, zero_shot_logits,
-)
+"""AudioCLIP models: the FBSP front end, the ESResNeXt-fbsp audio head, AudioCLIP, losses, named configs.
+
+Names are exported lazily (PEP 562) so that importing one submodule does not import open_clip.
+"""
+import importlib
+
+_EXPORTS = {
+    "AudioCLIP": "audioclip", "AudioCLIPOutput": "audioclip",
+    "load_audio_head_from_standalone": "checkpoints", "load_file": "checkpoints",
+    "load_state_dict_strict": "checkpoints", "strip_module_prefix": "checkpoints",
+    "ESResNeXtFBSP": "esresnext", "LinearFBSP": "fbsp",
+    "MODEL_CLASSES": "factory", "MODEL_CONFIGS": "factory", "SAMPLE_RATES": "factory", "create_model": "factory",
+    "list_models": "factory", "model_config": "factory",
+    "audioclip_loss": "loss", "contrastive_loss": "loss", "same_text_positives": "loss",
+    "sample_weights_from_labels": "loss", "standalone_loss": "loss", "zero_shot_logits": "loss",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'pipeline.models' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"pipeline.models.{_EXPORTS[name]}"), name)

@@ -5,9 +5,7 @@ architectures shrunk for the synthetic smoke run at 8 kHz on a couple of CPU cor
 BPE tokenizer (vocab 49408, context 77) so the text path is exercised for real.
 """
 import copy
-
-from pipeline.models.audioclip import AudioCLIP
-from pipeline.models.esresnext import ESResNeXtFBSP
+import importlib
 
 _AUDIO_FULL = dict(
     n_fft=2048, hop_length=561, win_length=1654, window='blackmanharris', normalized=True,
@@ -15,7 +13,7 @@ _AUDIO_FULL = dict(
 )
 # Bottleneck width = int(planes * width_per_group / 64) * groups = 16 at base_planes 16: non-zero.
 _AUDIO_TINY = dict(
-    n_fft=256, hop_length=80, win_length=200, window='blackmanharris', normalized=True,
+    n_fft=256, hop_length=128, win_length=200, window='blackmanharris', normalized=True,
     layers=(1, 1, 1, 1), groups=2, width_per_group=32, base_planes=16, apply_attention=True,
 )
 
@@ -36,9 +34,13 @@ MODEL_CONFIGS = {
         text_cfg=dict(context_length=77, vocab_size=49408, width=64, heads=2, layers=2),
     ),
 }
+# name -> "module:Class", imported on first use: AudioCLIP pulls in open_clip (about 1.5 s), which jobs that only
+# build the standalone ESResNeXt should not pay for.
 MODEL_CLASSES = {
-    'esresnext-fbsp': ESResNeXtFBSP, 'esresnext-fbsp-tiny': ESResNeXtFBSP,
-    'audioclip-rn50': AudioCLIP, 'audioclip-tiny': AudioCLIP,
+    'esresnext-fbsp': 'pipeline.models.esresnext:ESResNeXtFBSP',
+    'esresnext-fbsp-tiny': 'pipeline.models.esresnext:ESResNeXtFBSP',
+    'audioclip-rn50': 'pipeline.models.audioclip:AudioCLIP',
+    'audioclip-tiny': 'pipeline.models.audioclip:AudioCLIP',
 }
 # The audio sample rate each configuration is meant for (the front end's hop/window are in samples).
 SAMPLE_RATES = {'esresnext-fbsp': 44100, 'esresnext-fbsp-tiny': 8000, 'audioclip-rn50': 44100, 'audioclip-tiny': 8000}
@@ -65,4 +67,5 @@ def model_config(name: str, **overrides) -> dict:
 def create_model(name: str, **overrides):
     """Build a named model, e.g. create_model('esresnext-fbsp', num_classes=50)."""
     args = model_config(name, **overrides)
-    return MODEL_CLASSES[name](**args)
+    module, cls = MODEL_CLASSES[name].split(':')
+    return getattr(importlib.import_module(module), cls)(**args)

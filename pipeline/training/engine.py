@@ -28,6 +28,7 @@ CHECKPOINT_NAME = "last.pt"
 
 @dataclass(frozen=True)
 class OptimSettings:
+    optimizer: str  # sgd (the paper: Nesterov momentum) | adam (the released ESResNeXt protocols)
     epochs: int
     batch_size: int
     lr: float
@@ -58,8 +59,8 @@ def seed_everything(seed: int, deterministic: bool) -> None:
         torch.backends.cudnn.benchmark = False
 
 
-def build_optimizer(param_groups: list[dict], s: OptimSettings) -> torch.optim.SGD:
-    """SGD-Nesterov as published; each group may override weight_decay (FBSP and logit scales use 0)."""
+def build_optimizer(param_groups: list[dict], s: OptimSettings) -> torch.optim.Optimizer:
+    """SGD-Nesterov as published, or Adam; each group may override weight_decay (FBSP and logit scales use 0)."""
     groups = []
     for g in param_groups:
         params = [p for p in g["params"] if p.requires_grad]
@@ -67,6 +68,8 @@ def build_optimizer(param_groups: list[dict], s: OptimSettings) -> torch.optim.S
             groups.append({**g, "params": params, "weight_decay": g.get("weight_decay", s.weight_decay)})
     if not groups:
         raise ValueError("nothing to train: every parameter group is empty or frozen")
+    if s.optimizer == "adam":
+        return torch.optim.Adam(groups, lr=s.lr, weight_decay=s.weight_decay)
     return torch.optim.SGD(groups, lr=s.lr, momentum=s.momentum, nesterov=s.nesterov, weight_decay=s.weight_decay)
 
 
@@ -88,6 +91,7 @@ class Trainer:
         num_workers: int = 0,
         eval_fn: Callable[[torch.nn.Module], dict[str, float]] | None = None,
         frozen_modules: list[torch.nn.Module] = (),
+        fingerprint: str = "",
         desc: str = "train",
     ) -> None:
         self.model = model.to(device)
@@ -101,6 +105,8 @@ class Trainer:
         self.num_workers = num_workers
         self.eval_fn = eval_fn
         self.frozen_modules = list(frozen_modules)
+        # What this run is (settings, inputs): a saved state from a different run is never resumed.
+        self.fingerprint = fingerprint
         self.desc = desc
         self.optimizer = build_optimizer(param_groups, settings)
         self.scheduler = torch.optim.lr_scheduler.ExponentialLR(self.optimizer, gamma=settings.gamma)
@@ -117,6 +123,7 @@ class Trainer:
             self.checkpoint_path,
             {
                 "epoch": epoch,
+                "fingerprint": self.fingerprint,
                 "model": self.model.state_dict(),
                 "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(),
@@ -130,6 +137,10 @@ class Trainer:
         if not self.checkpoint_path.exists():
             return
         state = torch.load(self.checkpoint_path, map_location=self.device, weights_only=True)
+        if state.get("fingerprint") != self.fingerprint:
+            log.warning("%s: %s belongs to another configuration or input; starting afresh",
+                        self.desc, self.checkpoint_path)
+            return
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
@@ -186,7 +197,7 @@ class Trainer:
             total += loss.item()
             n_steps += 1
             n_clips += len(batch["index"])
-            bar.set_postfix(loss=f"{loss.item():.4f}")
+            bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
         seconds = time.perf_counter() - t0
         record: dict[str, Any] = {
             "epoch": epoch + 1,

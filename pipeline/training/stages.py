@@ -1,5 +1,7 @@
 """What trains in each stage of the paper, and on what.
 
+  clip      (embedded profile only) image-text pre-training of the tiny CLIP heads on the AudioSet frames,
+            standing in for OpenAI's CLIP weights, which the paper profile loads instead
   stage 1   ESResNeXt-FBSP alone, multi-label BCE on AudioSet (train split)
   stage 2   AudioCLIP "partial": audio head from stage 1, CLIP text and image heads frozen
   stage 3   AudioCLIP "full": all three heads jointly, from stage 2
@@ -26,14 +28,15 @@ from pipeline.evaluation import evaluate
 from pipeline.io import write_json
 from pipeline.models.checkpoints import load_audio_head_from_standalone
 from pipeline.models.factory import MODEL_CONFIGS, create_model
-from pipeline.models.loss import audioclip_loss, standalone_loss
+from pipeline.models.loss import audioclip_loss, same_text_positives, standalone_loss
 from pipeline.training.engine import OptimSettings, Trainer, resolve_device, seed_everything
 from pipeline.training.model_io import load_model, save_model
 
 log = logging.getLogger(__name__)
 
-# Parameters that never take weight decay (the released trainer's second optimiser group).
-NO_DECAY_PREFIXES = ("audio.fbsp.", "fbsp.", "logit_scale_ai", "logit_scale_at")
+# Parameters that never take weight decay: the released trainer's second optimiser group (FBSP and the audio
+# logit scales), and the image-text logit scale, which only trains in stage 3 (decay would pull exp(s) to 1).
+NO_DECAY_PREFIXES = ("audio.fbsp.", "fbsp.", "logit_scale")
 CLIP_PREFIXES = ("visual.", "transformer.", "token_embedding.", "positional_embedding", "ln_final.",
                  "text_projection", "logit_scale")
 
@@ -55,8 +58,7 @@ def param_groups(model: torch.nn.Module) -> list[dict]:
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        is_no_decay = name.startswith(NO_DECAY_PREFIXES) and not name.startswith("logit_scale.")
-        (no_decay if is_no_decay else decay).append(p)
+        (no_decay if name.startswith(NO_DECAY_PREFIXES) else decay).append(p)
     return [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
@@ -81,11 +83,24 @@ def _dataset(cfg: Config, cache: str | Path, dataset: str, indices, train: bool,
                              image_size=image_size, seed=cfg["seed"])
 
 
+def positives(cfg: Config, texts: list[str], device: torch.device) -> torch.Tensor | None:
+    """Contrastive targets: None = the released diagonal; else items with identical text share the target."""
+    return same_text_positives(texts, device) if cfg["loss"]["targets"] == "same_text" else None
+
+
 def _setup(cfg: Config, threads: int | None) -> torch.device:
     if threads:
         torch.set_num_threads(threads)
     seed_everything(cfg["seed"], cfg["train"]["deterministic"])
     return resolve_device(cfg["device"])
+
+
+def fingerprint(cfg: Config, job: str, *inputs: Path) -> str:
+    """Identity of a training job: its name, the whole resolved profile, and each input file's size and mtime."""
+    from pipeline.config import params_hash
+
+    files = [(str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in map(Path, inputs)]
+    return params_hash({"job": job, "params": cfg.params_hash, "inputs": files})
 
 
 def _meta(cfg: Config, **extra: Any) -> dict[str, Any]:
@@ -107,45 +122,98 @@ def train_stage1(cfg: Config, cache: Path, out: Path, run_dir: Path, threads: in
     history = Trainer(model=model, loss_fn=loss_fn, param_groups=param_groups(model),
                       settings=OptimSettings.from_dict(cfg["train"]["stage1"]), train_dataset=train_set,
                       collate=collate, run_dir=run_dir, device=device, seed=cfg["seed"],
-                      num_workers=cfg["train"]["num_workers"], desc="stage1").fit()
+                      num_workers=cfg["train"]["num_workers"], fingerprint=fingerprint(cfg, "stage1", cache),
+                      desc="stage1").fit()
     save_model(out, model, cfg["model"]["esresnext"], kwargs,
                _meta(cfg, stage="stage1", class_names=names, history=history))
 
 
-# --- stages 2 and 3 ----------------------------------------------------------------------------------
-def _audioclip_stage(cfg: Config, stage: str, init: Path, cache: Path, out: Path, run_dir: Path,
-                     threads: int | None) -> None:
+# --- stages 2 and 3 (and the embedded profile's CLIP pre-training) ----------------------------------------
+def _video_train_set(cfg: Config, cache: Path, image_size: int) -> AudioCacheDataset:
+    """AudioSet train clips that have video: only they carry all three modalities."""
+    with open_cache(cache) as h5:
+        has_video = h5["has_video"][:].astype(bool)
+    train_idx = [i for i in split_indices(cache, "train") if has_video[i]]
+    return _dataset(cfg, cache, "audioset", train_idx, train=True, with_frames=True, image_size=image_size)
+
+
+def _clip_heads(cfg: Config, clip_init: Path | None) -> torch.nn.Module:
+    """A fresh AudioCLIP whose text and image heads come from `model.clip_init`."""
+    model = create_model(cfg["model"]["audioclip"])
+    source = cfg["model"]["clip_init"]
+    if source == "openai":
+        raise NotImplementedError(
+            "model.clip_init: openai needs OpenAI's CLIP RN50 weights, whose acquisition is not built yet; "
+            "use clip_init: synthetic or none")
+    if source == "synthetic":
+        if clip_init is None:
+            raise ValueError("model.clip_init: synthetic needs the pre-trained CLIP heads (--clip-init)")
+        pretrained, _ = load_model(clip_init)
+        clip_state = {k: v for k, v in pretrained.state_dict().items() if k.startswith(CLIP_PREFIXES)}
+        missing = model.load_state_dict(clip_state, strict=False)
+        if missing.unexpected_keys or any(k.startswith(CLIP_PREFIXES) for k in missing.missing_keys):
+            raise ValueError(f"{clip_init}: CLIP heads do not match {cfg['model']['audioclip']}: {missing}")
+    return model
+
+
+def pretrain_clip(cfg: Config, out: Path, run_dir: Path, threads: int | None = None) -> None:
+    """Image-text contrastive training of the CLIP heads alone on the synthetic caption corpus
+    (pipeline.data.captions); the audio head is not used."""
+    from pipeline.data.captions import CaptionImageDataset
+
     device = _setup(cfg, threads)
     name = cfg["model"]["audioclip"]
+    model = create_model(name)
+    freeze(model, CLIP_PREFIXES)
+    train_set = CaptionImageDataset(cfg["data"]["synthetic"]["captions"]["images_per_caption"],
+                                    MODEL_CONFIGS[name]["vision_cfg"]["image_size"], seed=cfg["seed"])
+
+    def loss_fn(m, batch):
+        device_ = batch["image"].device
+        out_ = m(image=batch["image"], text=m.tokenize(batch["text"]).to(device_))
+        return audioclip_loss(m, out_, positives=positives(cfg, batch["text"], device_))
+
+    history = Trainer(model=model, loss_fn=loss_fn, param_groups=param_groups(model),
+                      settings=OptimSettings.from_dict(cfg["train"]["clip_pretrain"]), train_dataset=train_set,
+                      collate=collate, run_dir=run_dir, device=device, seed=cfg["seed"],
+                      num_workers=cfg["train"]["num_workers"], frozen_modules=[model.audio],
+                      fingerprint=fingerprint(cfg, "clip"), desc="clip").fit()
+    save_model(out, model, name, {}, _meta(cfg, stage="clip", captions=[t for _, t in train_set.pairs],
+                                           history=history))
+
+
+def _audioclip_stage(cfg: Config, stage: str, init: Path, cache: Path, out: Path, run_dir: Path,
+                     threads: int | None, clip_init: Path | None = None) -> None:
+    device = _setup(cfg, threads)
+    name = cfg["model"]["audioclip"]
+    inputs = [init, cache]
     if stage == "stage2":
-        model = create_model(name)
-        # TODO(issue 3): paper profile loads CLIP RN50 weights into the text and image heads here.
+        model = _clip_heads(cfg, clip_init)
+        inputs += [clip_init] if clip_init else []
         standalone, _ = load_model(init)
         load_audio_head_from_standalone(model, standalone.state_dict())
         frozen = freeze(model, ("audio.", "logit_scale_ai", "logit_scale_at"))
     else:
         model, _ = load_model(init)
         frozen = freeze(model, ("",))  # everything trains
-    image_size = MODEL_CONFIGS[name]["vision_cfg"]["image_size"]
-    # Only clips with video carry all three modalities; the loss is the released one over all pairs.
-    with open_cache(cache) as h5:
-        has_video = h5["has_video"][:].astype(bool)
-    train_idx = [i for i in split_indices(cache, "train") if has_video[i]]
-    train_set = _dataset(cfg, cache, "audioset", train_idx, train=True, with_frames=True, image_size=image_size)
+    train_set = _video_train_set(cfg, cache, MODEL_CONFIGS[name]["vision_cfg"]["image_size"])
 
     def loss_fn(m, batch):
-        out_ = m(audio=batch["audio"], image=batch["image"], text=m.tokenize(batch["text"]).to(batch["audio"].device))
-        return audioclip_loss(m, out_)
+        device_ = batch["audio"].device
+        out_ = m(audio=batch["audio"], image=batch["image"], text=m.tokenize(batch["text"]).to(device_))
+        return audioclip_loss(m, out_, positives=positives(cfg, batch["text"], device_))
 
     history = Trainer(model=model, loss_fn=loss_fn, param_groups=param_groups(model),
                       settings=OptimSettings.from_dict(cfg["train"][stage]), train_dataset=train_set,
                       collate=collate, run_dir=run_dir, device=device, seed=cfg["seed"],
-                      num_workers=cfg["train"]["num_workers"], frozen_modules=frozen, desc=stage).fit()
+                      num_workers=cfg["train"]["num_workers"], frozen_modules=frozen,
+                      fingerprint=fingerprint(cfg, stage, *inputs), desc=stage).fit()
     save_model(out, model, name, {}, _meta(cfg, stage=stage, class_names=class_names(cache), history=history))
 
 
-def train_stage2(cfg: Config, stage1: Path, cache: Path, out: Path, run_dir: Path, threads: int | None = None) -> None:
-    _audioclip_stage(cfg, "stage2", stage1, cache, out, run_dir, threads)
+def train_stage2(cfg: Config, stage1: Path, cache: Path, out: Path, run_dir: Path, threads: int | None = None,
+                 clip_init: Path | None = None) -> None:
+    _audioclip_stage(cfg, "stage2", stage1, cache, out, run_dir, threads, clip_init)
 
 
 def train_stage3(cfg: Config, stage2: Path, cache: Path, out: Path, run_dir: Path, threads: int | None = None) -> None:
@@ -177,11 +245,12 @@ def finetune(cfg: Config, dataset: str, fold: int, mode: str, init: Path, cache:
     else:
         # Released protocol: audio head + FBSP + audio logit scales train; text/image heads and logit_scale frozen.
         frozen = freeze(model, ("audio.", "logit_scale_ai", "logit_scale_at"))
-        label_text = [names[i] for i in range(len(names))]
 
         def loss_fn(m, batch):
-            texts = [label_text[int(i)] for i in batch["label"]]
-            return audioclip_loss(m, m(audio=batch["audio"], text=m.tokenize(texts).to(batch["audio"].device)))
+            texts = [template.format(names[int(i)]) for i in batch["label"]]
+            device_ = batch["audio"].device
+            out_ = m(audio=batch["audio"], text=m.tokenize(texts).to(device_))
+            return audioclip_loss(m, out_, positives=positives(cfg, texts, device_))
 
         def eval_fn(m):
             return {"accuracy": evaluate.zero_shot_accuracy(m, test_set, names, template, batch_size, device)}
@@ -190,7 +259,8 @@ def finetune(cfg: Config, dataset: str, fold: int, mode: str, init: Path, cache:
     history = Trainer(model=model, loss_fn=loss_fn, param_groups=param_groups(model), settings=settings,
                       train_dataset=train_set, collate=collate, run_dir=run_dir, device=device,
                       seed=cfg["seed"] + fold, num_workers=cfg["train"]["num_workers"], eval_fn=eval_fn,
-                      frozen_modules=frozen, desc=f"finetune {dataset} {mode} fold {fold}").fit()
+                      frozen_modules=frozen, fingerprint=fingerprint(cfg, f"finetune/{dataset}/{mode}/{fold}", init, cache),
+                      desc=f"finetune {dataset} {mode} fold {fold}").fit()
     accuracies = [h["accuracy"] for h in history]
     result = {
         **_meta(cfg),

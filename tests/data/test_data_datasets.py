@@ -10,7 +10,7 @@ import torch
 
 from pipeline.data.cache import open_cache, read_strings
 from pipeline.data.datasets import (CLIP_MEAN, CLIP_STD, AudioCacheDataset, ImageCacheDataset, LeakError,
-                                    check_no_leak, collate, fold_split, recording_id, split_indices)
+                                    check_no_leak, clip_normalise, collate, fold_split, recording_id, split_indices)
 
 AUG = {"time_scale": 1.5, "flip": {"mode": "time", "p": 0.5}, "noise": {"p": 0.25, "snr_min": 10, "snr_max": 120},
        "crop_heuristic": True}
@@ -94,6 +94,21 @@ def test_image_dataset(caches):
     item = ds[5]
     assert item["image"].shape == (3, 32, 32) and item["text"] == ds.class_names[item["label"]]
     assert ImageCacheDataset(caches["imagenet"], image_size=48)[0]["image"].shape == (3, 48, 48)
+
+
+def test_image_dataset_over_audioset_frames_takes_the_middle_frame(caches):
+    with h5py.File(caches["audioset"], "r") as h5:
+        has_video = h5["has_video"][()]
+        video = [int(i) for i in np.flatnonzero(has_video)[:3]]
+        no_video = int(np.flatnonzero(~has_video)[0])
+        frames = h5["frames"][video[0]]
+    ds = ImageCacheDataset(caches["audioset"], image_size=frames.shape[1], indices=video)
+    item = ds[0]
+    assert item["index"] == video[0] and item["labels"].sum() >= 1
+    assert torch.allclose(item["image"], clip_normalise(frames[len(frames) // 2], frames.shape[1]))
+    assert not torch.allclose(item["image"], clip_normalise(frames[0], frames.shape[1]))
+    with pytest.raises(ValueError, match="no video"):
+        ImageCacheDataset(caches["audioset"], image_size=32, indices=[no_video])
 
 
 def test_fold_split(caches):

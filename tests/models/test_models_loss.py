@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from pipeline.models import (
-    AudioCLIPOutput, audioclip_loss, contrastive_loss, create_model, sample_weights_from_labels,
+    AudioCLIPOutput, audioclip_loss, contrastive_loss, create_model, same_text_positives, sample_weights_from_labels,
     standalone_loss, zero_shot_logits,
 )
 from pipeline.models.audioclip import PAIRS
@@ -95,3 +95,45 @@ def test_zero_shot_logits():
     logits = zero_shot_logits(audio, text, 100.0)
     expected = torch.tensor([[100.0, 0.0, 100 / math.sqrt(2)], [0.0, -100.0, -100 / math.sqrt(2)]])
     torch.testing.assert_close(logits, expected)
+
+
+def _output_with(logits):
+    from types import SimpleNamespace
+
+    return SimpleNamespace(logits={("audio", "text"): logits}, features={})
+
+
+def test_positives_equal_to_the_diagonal_give_the_released_loss():
+    torch.manual_seed(0)
+    logits = torch.randn(5, 5)
+    w = torch.rand(5) + 0.1
+    eye = torch.eye(5, dtype=torch.bool)
+    for weights in (None, w):
+        a = contrastive_loss(_output_with(logits), weights)
+        b = contrastive_loss(_output_with(logits), weights, positives=eye)
+        torch.testing.assert_close(a, b)
+
+
+def test_same_text_positives_spread_the_target_over_identical_texts():
+    texts = ["dog", "rain", "dog"]
+    pos = same_text_positives(texts)
+    assert pos.tolist() == [[True, False, True], [False, True, False], [True, False, True]]
+    logits = torch.tensor([[2.0, 0.0, 2.0], [0.0, 3.0, 0.0], [2.0, 0.0, 2.0]])
+    loss = contrastive_loss(_output_with(logits), positives=pos)
+    # hand computation: rows 0 and 2 put half their target on each "dog"; row 1 on itself (symmetric logits)
+    lsm = torch.log_softmax(logits, dim=1)
+    rows = torch.stack([-(lsm[0, 0] + lsm[0, 2]) / 2, -lsm[1, 1], -(lsm[2, 0] + lsm[2, 2]) / 2])
+    torch.testing.assert_close(loss, 2 * rows.mean())
+    # The released diagonal target lowers the logit of the duplicate "dog" (pushes identical texts apart);
+    # the soft target treats both "dog" items alike.
+    for positives, same in ((None, False), (pos, True)):
+        x = logits.clone().requires_grad_(True)
+        contrastive_loss(_output_with(x), positives=positives).backward()
+        assert torch.isclose(x.grad[0, 0], x.grad[0, 2]) == same
+        if not same:
+            assert x.grad[0, 2] > 0  # gradient descent lowers it
+
+
+def test_positives_without_the_diagonal_are_rejected():
+    with pytest.raises(ValueError, match="diagonal"):
+        contrastive_loss(_output_with(torch.zeros(2, 2)), positives=torch.zeros(2, 2, dtype=torch.bool))

@@ -35,6 +35,9 @@ def _params_for_jobs():
 
 ARGS = f"--params {_params_for_jobs()} --profile {PROFILE}"
 CONDA_ENV = "../../envs/audioclip.yaml"  # used with --sdm conda; pins mirror pyproject.toml
+# Training stages take half the cores: tiny CPU models gain little from more threads, and the fine-tuning
+# jobs that do not depend on the running stage can use the other half meanwhile.
+TRAIN_THREADS = max(1, workflow.cores // 2)
 
 
 wildcard_constraints:

@@ -1,4 +1,24 @@
-# Phase 3: the three AudioSet training stages of the paper.
+# Phase 3: the three AudioSet training stages of the paper (and, in the embedded profile, the CLIP heads'
+# image-text pre-training on a synthetic caption corpus, standing in for OpenAI's weights).
+
+
+rule pretrain_clip:
+    output:
+        checkpoint_of("clip"),
+    params:
+        args=ARGS,
+        run_dir=f"{W}/runs/clip",
+        settings=section("train", "clip_pretrain") + section("data", "synthetic", "captions") + section("model"),
+    conda:
+        CONDA_ENV
+    log:
+        f"{LOGS}/train/clip.log",
+    benchmark:
+        f"{LOGS}/benchmarks/train/clip.tsv"
+    threads: TRAIN_THREADS
+    shell:
+        "python -m pipeline train --stage clip --out {output} --run-dir {params.run_dir}"
+        " {params.args} --threads {threads} 2> {log}"
 
 
 rule train_stage1:
@@ -16,7 +36,7 @@ rule train_stage1:
         f"{LOGS}/train/stage1.log",
     benchmark:
         f"{LOGS}/benchmarks/train/stage1.tsv"
-    threads: workflow.cores
+    threads: TRAIN_THREADS
     shell:
         "python -m pipeline train --stage stage1 --cache {input.cache} --out {output} --run-dir {params.run_dir}"
         " {params.args} --threads {threads} 2> {log}"
@@ -26,11 +46,13 @@ rule train_stage2:
     input:
         cache=f"{W}/cache/audioset.h5",
         init=checkpoint_of("standalone"),
+        clip_init=layout.clip_init(CFG),
     output:
         checkpoint_of("partial"),
     params:
         args=ARGS,
         run_dir=f"{W}/runs/stage2",
+        clip_init=" ".join(f"--clip-init {p}" for p in layout.clip_init(CFG)),
         settings=section("train", "stage2") + section("augment") + section("model"),
     conda:
         CONDA_ENV
@@ -38,10 +60,10 @@ rule train_stage2:
         f"{LOGS}/train/stage2.log",
     benchmark:
         f"{LOGS}/benchmarks/train/stage2.tsv"
-    threads: workflow.cores
+    threads: TRAIN_THREADS
     shell:
         "python -m pipeline train --stage stage2 --cache {input.cache} --init {input.init} --out {output}"
-        " --run-dir {params.run_dir} {params.args} --threads {threads} 2> {log}"
+        " {params.clip_init} --run-dir {params.run_dir} {params.args} --threads {threads} 2> {log}"
 
 
 rule train_stage3:
@@ -60,7 +82,7 @@ rule train_stage3:
         f"{LOGS}/train/stage3.log",
     benchmark:
         f"{LOGS}/benchmarks/train/stage3.tsv"
-    threads: workflow.cores
+    threads: TRAIN_THREADS
     shell:
         "python -m pipeline train --stage stage3 --cache {input.cache} --init {input.init} --out {output}"
         " --run-dir {params.run_dir} {params.args} --threads {threads} 2> {log}"

@@ -1,0 +1,70 @@
+"""The Snakemake DAG: lint-clean, dry-runs, validates params.yaml before running anything."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+
+import yaml
+
+from pipeline.config import REPO_ROOT
+
+SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+
+
+def _run(*args, cwd=REPO_ROOT):
+    return subprocess.run([*SNAKEMAKE, *args], cwd=cwd, capture_output=True, text=True, timeout=300)
+
+
+def test_lint_is_clean():
+    proc = _run("--lint")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "Congratulations" in proc.stdout + proc.stderr
+
+
+def test_dry_run_of_table3_plans_one_job_per_dataset_fold_and_mode(tmp_path):
+    proc = _run("-n", "--cores", "2", "--forceall", "results/table3.csv")
+    assert proc.returncode == 0, proc.stderr
+    stats = {}
+    for line in proc.stdout.split("Job stats:", 1)[1].splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[1].isdigit():
+            stats[parts[0]] = int(parts[1])
+        if parts[:1] == ["total"]:
+            break
+    assert stats["finetune"] == 3 * (5 + 10)
+    assert stats["zeroshot"] == 2 * 2
+    assert stats["train_stage1"] == stats["train_stage2"] == stats["train_stage3"] == 1
+    assert stats["table"] == 1
+
+
+def _copy_workflow(dest):
+    for name in ("Snakefile", "params.yaml"):
+        shutil.copy2(REPO_ROOT / name, dest / name)
+    shutil.copytree(REPO_ROOT / "workflow", dest / "workflow")
+    shutil.copytree(REPO_ROOT / "pipeline", dest / "pipeline", ignore=shutil.ignore_patterns("__pycache__"))
+    return dest
+
+
+def test_a_bad_params_file_stops_snakemake_naming_the_key(tmp_path):
+    repo = _copy_workflow(tmp_path)
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["embedded"]["train"]["finetune"]["esc50"]["epochs"] = 0
+    (repo / "params.yaml").write_text(yaml.safe_dump(params))
+    proc = _run("-n", "--cores", "1", cwd=repo)
+    assert proc.returncode != 0
+    assert "embedded.train.finetune.esc50.epochs: 0 is less than the minimum of 1" in proc.stdout + proc.stderr
+
+
+def test_an_unknown_profile_on_the_command_line_is_refused():
+    proc = _run("-n", "--cores", "1", "--forceall", "--config", "profile=nope", "results/table3.csv")
+    assert proc.returncode != 0 and "unknown profile 'nope'" in proc.stdout + proc.stderr
+
+
+def test_dvc_yaml_check_command_detects_drift(tmp_path):
+    stale = tmp_path / "dvc.yaml"
+    stale.write_text((REPO_ROOT / "dvc.yaml").read_text().replace("phase_cache", "phase_kash"))
+    check = [sys.executable, "-m", "pipeline", "dvc-yaml", "--check"]
+    assert subprocess.run([*check, "--out", str(stale)], capture_output=True).returncode == 1
+    assert subprocess.run([*check, "--out", str(REPO_ROOT / "dvc.yaml")], capture_output=True).returncode == 0

@@ -24,8 +24,13 @@ include: "workflow/rules/tables.smk"
 include: "workflow/rules/phases.smk"
 
 
+# The default target names every per-job metric file as well as the tables: Snakemake does not regenerate a
+# deleted intermediate file while the tables built from it look up to date (snakemake/snakemake#1978), so a
+# deleted fold is rebuilt, with the tables that read it, by `snakemake --cores all`.
 rule all:
     input:
+        layout.phase_targets(CFG)["finetune"],
+        layout.phase_targets(CFG)["evaluate"],
         expand("results/{table}.csv", table=layout.TABLES),
         "results/metrics.json",
     default_target: True

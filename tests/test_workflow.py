@@ -58,7 +58,7 @@ def test_a_bad_params_file_stops_snakemake_naming_the_key(tmp_path):
 
 
 def test_an_unknown_profile_on_the_command_line_is_refused():
-    proc = _run("-n", "--cores", "1", "--forceall", "--config", "profile=nope", "results/table3.csv")
+    proc = _run("-n", "--cores", "1", "--forceall", "results/table3.csv", "--config", "profile=nope")
     assert proc.returncode != 0 and "unknown profile 'nope'" in proc.stdout + proc.stderr
 
 

@@ -1,0 +1,54 @@
+"""The command line: bad input ends with one line naming the problem, exit status 2."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from pipeline.cli import main
+
+
+def test_fold_outside_the_dataset_is_refused(capsys, tmp_path):
+    code = main(["finetune", "--dataset", "esc50", "--fold", "7", "--mode", "full", "--init", "x.pt",
+                 "--cache", "x.h5", "--out", str(tmp_path / "m.json"), "--run-dir", str(tmp_path)])
+    assert code == 2
+    assert "--fold 7: esc50 has folds 1..5" in capsys.readouterr().err
+
+
+def test_missing_checkpoint_is_named(capsys, tmp_path):
+    code = main(["evaluate", "imagenet", "--model", "full", "--checkpoint", str(tmp_path / "none.pt"),
+                 "--cache", str(tmp_path / "none.h5"), "--out", str(tmp_path / "m.json")])
+    assert code == 2
+    assert "none.pt: checkpoint not found" in capsys.readouterr().err
+
+
+def test_unknown_profile_is_named(capsys, tmp_path):
+    assert main(["generate-data", "--dataset", "esc50", "--out", str(tmp_path / "d"), "--profile", "gpu"]) == 2
+    assert "unknown profile 'gpu'" in capsys.readouterr().err
+
+
+def test_querying_needs_every_cache(capsys, tmp_path):
+    code = main(["evaluate", "querying", "--model", "full", "--checkpoint", "x.pt", "--cache", "esc50=e.h5",
+                 "--out", str(tmp_path / "q.json")])
+    assert code == 2
+    assert "missing for audioset, imagenet, us8k" in capsys.readouterr().err
+
+
+def test_generate_and_describe_a_cache(capsys, tmp_path):
+    root, cache = tmp_path / "esc50", tmp_path / "esc50.h5"
+    assert main(["generate-data", "--dataset", "esc50", "--out", str(root)]) == 0
+    assert main(["cache", "--dataset", "esc50", "--root", str(root), "--out", str(cache)]) == 0
+    capsys.readouterr()
+    assert main(["cache-info", str(cache), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["dataset"] == "esc50" and info["sample_rate"] == 8000 and info["n_clips"] == 200
+    assert info["folds"] == {str(k): 40 for k in range(1, 6)}
+
+
+@pytest.mark.parametrize("argv", [["train", "--stage", "stage2", "--cache", "a.h5", "--out", "o.pt",
+                                   "--run-dir", "r"],
+                                  ["train", "--stage", "stage1", "--out", "o.pt", "--run-dir", "r"]])
+def test_training_stages_name_their_missing_inputs(capsys, argv):
+    assert main(argv) == 2
+    assert "needs --" in capsys.readouterr().err

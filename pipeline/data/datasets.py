@@ -142,6 +142,18 @@ class AudioCacheDataset(torch.utils.data.Dataset):
         return item
 
 
+def audio_dataset(settings: dict, cache_path: str | os.PathLike, dataset: str, indices, *, train: bool,
+                  with_frames: bool = False, image_size: int | None = None) -> AudioCacheDataset:
+    """An AudioCacheDataset configured from a resolved params.yaml profile (`Config.settings`): clip length at
+    the profile's sample rate, its augmentations, and the dataset's amplitude convention."""
+    data = settings["data"]
+    clip_samples = int(round(data[dataset]["clip_seconds"] * data["sample_rate"]))
+    amplitude = data[dataset].get("amplitude", "int16")
+    return AudioCacheDataset(cache_path, indices, clip_samples=clip_samples, train=train, augment=settings["augment"],
+                             amplitude=amplitude, with_frames=with_frames, image_size=image_size,
+                             seed=settings["seed"])
+
+
 class ImageCacheDataset(torch.utils.data.Dataset):
     """Images of an ImageNet-like cache, or the middle video frame of an AudioSet cache's clips.
 

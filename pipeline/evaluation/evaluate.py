@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from pipeline.data.cache import open_cache
-from pipeline.data.datasets import AudioCacheDataset, ImageCacheDataset, collate, split_indices
+from pipeline.data.datasets import AudioCacheDataset, ImageCacheDataset, audio_dataset, collate, split_indices
 from pipeline.evaluation.metrics import mean_average_precision, retrieval_metrics
 from pipeline.io import write_json
 
@@ -85,11 +85,7 @@ def _names(cache: Path) -> list[str]:
 
 
 def _audio_set(cfg, cache: Path, dataset: str, indices) -> AudioCacheDataset:
-    from pipeline.training.stages import clip_samples
-
-    amplitude = cfg["data"][dataset]["amplitude"] if dataset in ("esc50", "us8k") else "int16"
-    return AudioCacheDataset(cache, indices, clip_samples=clip_samples(cfg, dataset), train=False,
-                             augment=cfg["augment"], amplitude=amplitude, seed=cfg["seed"])
+    return audio_dataset(cfg.settings, cache, dataset, indices, train=False)
 
 
 def zeroshot_job(cfg, dataset: str, model_kind: str, checkpoint: Path, cache: Path, out: Path,

@@ -1,7 +1,7 @@
 """What trains in each stage of the paper, and on what.
 
-  clip      (embedded profile only) image-text pre-training of the tiny CLIP heads on the AudioSet frames,
-            standing in for OpenAI's CLIP weights, which the paper profile loads instead
+  clip      (embedded profile only) image-text pre-training of the tiny CLIP heads on a synthetic
+            image-caption corpus (data/captions.py), standing in for OpenAI's CLIP weights
   stage 1   ESResNeXt-FBSP alone, multi-label BCE on AudioSet (train split)
   stage 2   AudioCLIP "partial": audio head from stage 1, CLIP text and image heads frozen
   stage 3   AudioCLIP "full": all three heads jointly, from stage 2
@@ -23,7 +23,7 @@ import torch
 
 from pipeline.config import Config
 from pipeline.data.cache import open_cache
-from pipeline.data.datasets import AudioCacheDataset, collate, fold_split, split_indices
+from pipeline.data.datasets import AudioCacheDataset, audio_dataset, collate, fold_split, split_indices
 from pipeline.evaluation import evaluate
 from pipeline.io import write_json
 from pipeline.models.checkpoints import load_audio_head_from_standalone
@@ -39,10 +39,6 @@ log = logging.getLogger(__name__)
 NO_DECAY_PREFIXES = ("audio.fbsp.", "fbsp.", "logit_scale")
 CLIP_PREFIXES = ("visual.", "transformer.", "token_embedding.", "positional_embedding", "ln_final.",
                  "text_projection", "logit_scale")
-
-
-def clip_samples(cfg: Config, dataset: str) -> int:
-    return int(round(cfg["data"][dataset]["clip_seconds"] * cfg["data"]["sample_rate"]))
 
 
 def class_names(cache_path: str | Path) -> list[str]:
@@ -73,14 +69,6 @@ def freeze(model: torch.nn.Module, trainable_prefixes: tuple[str, ...]) -> list[
     if not any(n.startswith(trainable_prefixes) for n, _ in model.transformer.named_parameters(prefix="transformer")):
         frozen.append(model.transformer)
     return frozen
-
-
-def _dataset(cfg: Config, cache: str | Path, dataset: str, indices, train: bool, with_frames: bool = False,
-             image_size: int | None = None) -> AudioCacheDataset:
-    amplitude = cfg["data"][dataset]["amplitude"] if dataset in ("esc50", "us8k") else "int16"
-    return AudioCacheDataset(cache, indices, clip_samples=clip_samples(cfg, dataset), train=train,
-                             augment=cfg["augment"], amplitude=amplitude, with_frames=with_frames,
-                             image_size=image_size, seed=cfg["seed"])
 
 
 def positives(cfg: Config, texts: list[str], device: torch.device) -> torch.Tensor | None:
@@ -114,7 +102,7 @@ def train_stage1(cfg: Config, cache: Path, out: Path, run_dir: Path, threads: in
     kwargs = {"num_classes": len(names)}
     model = create_model(cfg["model"]["esresnext"], **kwargs)
     # TODO(issue 5): paper profile starts from torchvision ImageNet ResNeXt-50 weights.
-    train_set = _dataset(cfg, cache, "audioset", split_indices(cache, "train"), train=True)
+    train_set = audio_dataset(cfg.settings, cache, "audioset", split_indices(cache, "train"), train=True)
 
     def loss_fn(m, batch):
         return standalone_loss(m(batch["audio"]), batch["labels"]) + m.loss_ttf()
@@ -134,7 +122,8 @@ def _video_train_set(cfg: Config, cache: Path, image_size: int) -> AudioCacheDat
     with open_cache(cache) as h5:
         has_video = h5["has_video"][:].astype(bool)
     train_idx = [i for i in split_indices(cache, "train") if has_video[i]]
-    return _dataset(cfg, cache, "audioset", train_idx, train=True, with_frames=True, image_size=image_size)
+    return audio_dataset(cfg.settings, cache, "audioset", train_idx, train=True, with_frames=True,
+                         image_size=image_size)
 
 
 def _clip_heads(cfg: Config, clip_init: Path | None) -> torch.nn.Module:
@@ -227,8 +216,8 @@ def finetune(cfg: Config, dataset: str, fold: int, mode: str, init: Path, cache:
     device = _setup(cfg, threads)
     names = class_names(cache)
     train_idx, test_idx = fold_split(cache, fold)
-    train_set = _dataset(cfg, cache, dataset, train_idx, train=True)
-    test_set = _dataset(cfg, cache, dataset, test_idx, train=False)
+    train_set = audio_dataset(cfg.settings, cache, dataset, train_idx, train=True)
+    test_set = audio_dataset(cfg.settings, cache, dataset, test_idx, train=False)
     batch_size = cfg["evaluate"]["batch_size"]
     template = cfg["model"]["prompt_template"]
 

@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     try:
         return COMMANDS[args.command](args) or 0
-    except (ConfigError, ValueError, FileNotFoundError) as err:
+    except (ConfigError, ValueError, FileNotFoundError, NotImplementedError) as err:
         # Bad input is reported in one line naming the file/key; tracebacks are for bugs (use -v).
         if getattr(args, "verbose", False):
             raise

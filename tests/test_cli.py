@@ -52,3 +52,18 @@ def test_generate_and_describe_a_cache(capsys, tmp_path):
 def test_training_stages_name_their_missing_inputs(capsys, argv):
     assert main(argv) == 2
     assert "needs --" in capsys.readouterr().err
+
+
+def test_openai_clip_init_says_it_is_not_built_yet(capsys, tmp_path):
+    import yaml
+
+    from pipeline.config import DEFAULT_PARAMS
+
+    params = yaml.safe_load(DEFAULT_PARAMS.read_text())
+    params["embedded"]["model"]["clip_init"] = "openai"
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    code = main(["train", "--stage", "stage2", "--cache", "a.h5", "--init", "s1.pt", "--out", str(tmp_path / "o.pt"),
+                 "--run-dir", str(tmp_path / "r"), "--params", str(path)])
+    assert code == 2
+    assert "clip_init: openai needs OpenAI's CLIP RN50 weights" in capsys.readouterr().err

@@ -101,7 +101,8 @@ def train_stage1(cfg: Config, cache: Path, out: Path, run_dir: Path, threads: in
     names = class_names(cache)
     kwargs = {"num_classes": len(names)}
     model = create_model(cfg["model"]["esresnext"], **kwargs)
-    # TODO(issue 5): paper profile starts from torchvision ImageNet ResNeXt-50 weights.
+    # The paper's stage 1 starts from torchvision's ImageNet ResNeXt-50 weights; loading them comes with the
+    # weight acquisition (not built yet), so both profiles start from the default initialisation for now.
     train_set = audio_dataset(cfg.settings, cache, "audioset", split_indices(cache, "train"), train=True)
 
     def loss_fn(m, batch):

@@ -129,17 +129,16 @@ def cmd_cache(args) -> None:
 
     cfg = _cfg(args)
     data = cfg["data"]
-    kwargs: dict = {"sample_rate": data["sample_rate"], "on_error": args.on_error}
-    if args.dataset in ("esc50", "us8k"):
-        kwargs.update(clip_seconds=data[args.dataset]["clip_seconds"], channels=data[args.dataset]["channels"])
+    image_size = MODEL_CONFIGS[cfg["model"]["audioclip"]]["vision_cfg"]["image_size"]
+    if args.dataset == "imagenet":
+        kwargs: dict = {"image_size": image_size}
     elif args.dataset == "audioset":
-        kwargs.update(clip_seconds=data["audioset"]["clip_seconds"], channels=1,
-                      frames_per_clip=data["audioset"]["frames_per_clip"],
-                      image_size=MODEL_CONFIGS[cfg["model"]["audioclip"]]["vision_cfg"]["image_size"])
+        kwargs = {"sample_rate": data["sample_rate"], "clip_seconds": data["audioset"]["clip_seconds"], "channels": 1,
+                  "frames_per_clip": data["audioset"]["frames_per_clip"], "image_size": image_size}
     else:
-        kwargs = {"image_size": MODEL_CONFIGS[cfg["model"]["audioclip"]]["vision_cfg"]["image_size"],
-                  "on_error": args.on_error, "sample_rate": data["sample_rate"], "clip_seconds": 0.0, "channels": 1}
-    build_cache(args.dataset, args.root, args.out, **kwargs)
+        kwargs = {"sample_rate": data["sample_rate"], "clip_seconds": data[args.dataset]["clip_seconds"],
+                  "channels": data[args.dataset]["channels"]}
+    build_cache(args.dataset, args.root, args.out, on_error=args.on_error, **kwargs)
 
 
 def cmd_cache_info(args) -> None:

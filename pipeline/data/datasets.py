@@ -255,6 +255,19 @@ def fold_split(cache_path: str | os.PathLike, test_fold: int) -> tuple[np.ndarra
     return train_idx, test_idx
 
 
+def class_names(cache_path: str | os.PathLike) -> list[str]:
+    """The cache's class names, in class-index order."""
+    with open_cache(cache_path) as h5:
+        return list(read_attr(h5, "class_names"))
+
+
+def video_indices(cache_path: str | os.PathLike, indices) -> list[int]:
+    """The clips among `indices` that have video frames (AudioSet caches)."""
+    with open_cache(cache_path) as h5:
+        has_video = h5["has_video"][()].astype(bool)
+    return [int(i) for i in indices if has_video[i]]
+
+
 def split_indices(cache_path: str | os.PathLike, split: str) -> np.ndarray:
     """Indices of AudioSet's 'train' (balanced_train) or 'eval' clips, after the leak check between them."""
     with open_cache(cache_path) as h5:

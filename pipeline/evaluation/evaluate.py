@@ -6,7 +6,6 @@ metrics.py and docs/METRICS.md. Each job writes one metric file in the format of
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +15,8 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from pipeline.data.cache import open_cache
-from pipeline.data.datasets import AudioCacheDataset, ImageCacheDataset, audio_dataset, collate, split_indices
+from pipeline.data.datasets import (AudioCacheDataset, ImageCacheDataset, audio_dataset, class_names, collate,
+                                    split_indices, video_indices)
 from pipeline.evaluation.metrics import mean_average_precision, retrieval_metrics
 from pipeline.io import write_json
 
@@ -79,11 +79,6 @@ def _record(cfg, kind: str, dataset: str, model: str, checkpoint: Path, n_items:
             "model": model, "fold": fold, "n_items": n_items, "checkpoint": str(checkpoint), "metrics": metrics}
 
 
-def _names(cache: Path) -> list[str]:
-    with open_cache(cache) as h5:
-        return list(json.loads(h5.attrs["class_names"]))
-
-
 def _audio_set(cfg, cache: Path, dataset: str, indices) -> AudioCacheDataset:
     return audio_dataset(cfg.settings, cache, dataset, indices, train=False)
 
@@ -95,7 +90,7 @@ def zeroshot_job(cfg, dataset: str, model_kind: str, checkpoint: Path, cache: Pa
 
     model, _ = load_model(checkpoint, map_location=device)
     model.to(device)
-    names = _names(cache)
+    names = class_names(cache)
     with open_cache(cache) as h5:
         folds = h5["fold"][:]
     everything = _audio_set(cfg, cache, dataset, list(range(len(folds))))
@@ -115,7 +110,7 @@ def audioset_job(cfg, model_kind: str, checkpoint: Path, cache: Path, out: Path,
 
     model, _ = load_model(checkpoint, map_location=device)
     model.to(device).eval()
-    names = _names(cache)
+    names = class_names(cache)
     eval_idx = split_indices(cache, "eval")
     bs = cfg["evaluate"]["batch_size"]
     metrics: dict[str, float] = {}
@@ -146,12 +141,11 @@ def audioset_views(cfg, model, cache: Path, eval_idx: list[int], device) -> dict
 
     bs = cfg["evaluate"]["batch_size"]
     audio = embed(model, _audio_set(cfg, cache, "audioset", eval_idx), bs, device)
-    with open_cache(cache) as h5:
-        has_video = h5["has_video"][:].astype(bool)
-    video_idx = [i for i in eval_idx if has_video[i]]
+    video_idx = video_indices(cache, eval_idx)
     image_size = MODEL_CONFIGS[cfg["model"]["audioclip"]]["vision_cfg"]["image_size"]
     image = embed(model, ImageCacheDataset(cache, image_size, video_idx), bs, device, modality="image")
-    return {"audio": audio, "image": image, "video_mask": torch.tensor([has_video[i] for i in eval_idx])}
+    with_video = set(video_idx)
+    return {"audio": audio, "image": image, "video_mask": torch.tensor([int(i) in with_video for i in eval_idx])}
 
 
 def imagenet_job(cfg, model_kind: str, checkpoint: Path, cache: Path, out: Path, device: torch.device) -> dict:
@@ -160,7 +154,7 @@ def imagenet_job(cfg, model_kind: str, checkpoint: Path, cache: Path, out: Path,
     model, _ = load_model(checkpoint, map_location=device)
     model.to(device)
     images = _imagenet_embeddings(cfg, model, cache, device)
-    text = class_text_features(model, _names(cache), cfg["model"]["prompt_template"], device).cpu()
+    text = class_text_features(model, class_names(cache), cfg["model"]["prompt_template"], device).cpu()
     acc = float(((images["features"] @ text.T).argmax(dim=1) == images["label"]).float().mean())
     record = _record(cfg, "imagenet", "imagenet", model_kind, checkpoint, len(images["label"]), {"accuracy": acc})
     write_json(out, record)
@@ -187,14 +181,14 @@ def querying_job(cfg, model_kind: str, checkpoint: Path, caches: dict[str, Path]
     results: dict[str, dict[str, float]] = {}
 
     images = _imagenet_embeddings(cfg, model, caches["imagenet"], device)
-    names = _names(caches["imagenet"])
+    names = class_names(caches["imagenet"])
     text = class_text_features(model, names, template, device).cpu()
     relevance = images["label"][None, :] == torch.arange(len(names))[:, None]
     results["imagenet/text->image"] = retrieval_metrics(text @ images["features"].T, relevance)
 
     eval_idx = split_indices(caches["audioset"], "eval")
     views = audioset_views(cfg, model, caches["audioset"], eval_idx, device)
-    text = class_text_features(model, _names(caches["audioset"]), template, device).cpu()
+    text = class_text_features(model, class_names(caches["audioset"]), template, device).cpu()
     a, i, v = views["audio"], views["image"], views["video_mask"]
     results["audioset/text->image"] = retrieval_metrics(text @ i["features"].T, i["labels"].T.bool())
     results["audioset/text->audio"] = retrieval_metrics(text @ a["features"].T, a["labels"].T.bool())
@@ -207,7 +201,7 @@ def querying_job(cfg, model_kind: str, checkpoint: Path, caches: dict[str, Path]
         with open_cache(cache) as h5:
             n = len(h5["fold"])
         audio = embed(model, _audio_set(cfg, cache, dataset, list(range(n))), bs, device)
-        names = _names(cache)
+        names = class_names(cache)
         text = class_text_features(model, names, template, device).cpu()
         relevance = audio["label"][None, :] == torch.arange(len(names))[:, None]
         results[f"{dataset}/text->audio"] = retrieval_metrics(text @ audio["features"].T, relevance)

@@ -22,8 +22,8 @@ from typing import Any
 import torch
 
 from pipeline.config import Config
-from pipeline.data.cache import open_cache
-from pipeline.data.datasets import AudioCacheDataset, audio_dataset, collate, fold_split, split_indices
+from pipeline.data.datasets import (AudioCacheDataset, audio_dataset, class_names, collate, fold_split,
+                                    split_indices, video_indices)
 from pipeline.evaluation import evaluate
 from pipeline.io import write_json
 from pipeline.models.checkpoints import load_audio_head_from_standalone
@@ -39,13 +39,6 @@ log = logging.getLogger(__name__)
 NO_DECAY_PREFIXES = ("audio.fbsp.", "fbsp.", "logit_scale")
 CLIP_PREFIXES = ("visual.", "transformer.", "token_embedding.", "positional_embedding", "ln_final.",
                  "text_projection", "logit_scale")
-
-
-def class_names(cache_path: str | Path) -> list[str]:
-    import json
-
-    with open_cache(cache_path) as h5:
-        return list(json.loads(h5.attrs["class_names"]))
 
 
 def param_groups(model: torch.nn.Module) -> list[dict]:
@@ -120,9 +113,7 @@ def train_stage1(cfg: Config, cache: Path, out: Path, run_dir: Path, threads: in
 # --- stages 2 and 3 (and the embedded profile's CLIP pre-training) ----------------------------------------
 def _video_train_set(cfg: Config, cache: Path, image_size: int) -> AudioCacheDataset:
     """AudioSet train clips that have video: only they carry all three modalities."""
-    with open_cache(cache) as h5:
-        has_video = h5["has_video"][:].astype(bool)
-    train_idx = [i for i in split_indices(cache, "train") if has_video[i]]
+    train_idx = video_indices(cache, split_indices(cache, "train"))
     return audio_dataset(cfg.settings, cache, "audioset", train_idx, train=True, with_frames=True,
                          image_size=image_size)
 

@@ -1,5 +1,6 @@
 """Datasets over the caches: item contract, determinism, frames, fold/split selection and the leak check."""
 
+import json
 import pickle
 import shutil
 
@@ -10,7 +11,8 @@ import torch
 
 from pipeline.data.cache import open_cache, read_strings
 from pipeline.data.datasets import (CLIP_MEAN, CLIP_STD, AudioCacheDataset, ImageCacheDataset, LeakError,
-                                    check_no_leak, clip_normalise, collate, fold_split, recording_id, split_indices)
+                                    check_no_leak, class_names, clip_normalise, collate, fold_split, recording_id,
+                                    split_indices, video_indices)
 
 AUG = {"time_scale": 1.5, "flip": {"mode": "time", "p": 0.5}, "noise": {"p": 0.25, "snr_min": 10, "snr_max": 120},
        "crop_heuristic": True}
@@ -160,3 +162,13 @@ def test_recording_ids():
     assert recording_id("us8k", "100032-3-0-12.wav") == "100032"
     assert recording_id("audioset", "-abc_DEF-12_30000.wav") == "-abc_DEF-12"
     assert recording_id("esc50", "odd name.wav") == "odd name.wav"
+
+
+def test_class_names_and_video_indices(caches):
+    with h5py.File(caches["audioset"], "r") as h5:
+        has_video = h5["has_video"][()]
+        names = json.loads(h5.attrs["class_names"])
+    assert class_names(caches["audioset"]) == names
+    everything = range(len(has_video))
+    assert video_indices(caches["audioset"], everything) == [i for i in everything if has_video[i]]
+    assert len(video_indices(caches["audioset"], everything)) < len(has_video)  # some clips have no video

@@ -6,8 +6,9 @@ import importlib
 
 _EXPORTS = {
     "AudioCLIP": "audioclip", "AudioCLIPOutput": "audioclip",
-    "load_audio_head_from_standalone": "checkpoints", "load_file": "checkpoints",
-    "load_state_dict_strict": "checkpoints", "strip_module_prefix": "checkpoints",
+    "load_audio_head": "checkpoints", "load_state_dict_strict": "checkpoints", "strip_module_prefix": "checkpoints",
+    "LoadReport": "weights", "Weights": "weights", "WeightsError": "weights", "load_weights": "weights",
+    "model_from_weights": "weights", "read_weights": "weights",
     "ESResNeXtFBSP": "esresnext", "LinearFBSP": "fbsp",
     "MODEL_CLASSES": "factory", "MODEL_CONFIGS": "factory", "SAMPLE_RATES": "factory", "create_model": "factory",
     "list_models": "factory", "model_config": "factory",

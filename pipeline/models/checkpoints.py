@@ -3,12 +3,11 @@
 The released code loads everything with `strict=False`, so a wrong or `module.`-prefixed key set loads nothing
 without a word (AUDIOCLIP_FACTS.md sections 2, 5, 9). Here every load is strict and reports mismatches by name;
 the only tolerated difference is the explicit, logged replacement of the audio head's `fc` when a standalone
-ESResNeXt-fbsp (527 AudioSet classes) is loaded into AudioCLIP (fc -> embed_dim).
+ESResNeXt-fbsp (527 AudioSet classes) is loaded into AudioCLIP (fc -> embed_dim). Reading files of every
+supported kind (released checkpoints, OpenAI's TorchScript CLIP, torchvision ResNeXt) is weights.py.
 """
 import logging
-from pathlib import Path
 
-import torch
 import torch.nn as nn
 
 logger = logging.getLogger(__name__)
@@ -19,19 +18,6 @@ PREFIX = 'module.'  # added by DataParallel / DistributedDataParallel wrappers
 def strip_module_prefix(state_dict: dict) -> dict:
     """Drop a leading 'module.' from every key that has one (checkpoints saved from a DataParallel wrapper)."""
     return {(k[len(PREFIX):] if k.startswith(PREFIX) else k): v for k, v in state_dict.items()}
-
-
-def load_file(path) -> dict:
-    """A state_dict from disk: a raw state_dict, or a dict holding it under 'model' or 'state_dict'.
-
-    weights_only=True: never unpickle arbitrary objects from a downloaded file."""
-    obj = torch.load(Path(path), weights_only=True, map_location='cpu')
-    for key in ('model', 'state_dict'):
-        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
-            return obj[key]
-    if not isinstance(obj, dict):
-        raise ValueError(f'{path}: expected a state_dict, got {type(obj).__name__}')
-    return obj
 
 
 def check_state_dict(model: nn.Module, state_dict: dict) -> list[str]:
@@ -63,22 +49,22 @@ def load_state_dict_strict(model: nn.Module, state_dict: dict, strip_prefix: boo
     model.load_state_dict(state_dict, strict=True)
 
 
-def load_audio_head_from_standalone(audioclip_model: nn.Module, standalone_state_dict: dict,
-                                    log: logging.Logger = logger) -> list[str]:
-    """Load a standalone ESResNeXt-fbsp state_dict into `audioclip_model.audio`, strictly.
+def load_audio_head(audio_head: nn.Module, state_dict: dict, log: logging.Logger = logger) -> list[str]:
+    """Load an ESResNeXt-fbsp state_dict (no prefix) into `audio_head` (a standalone model or AudioCLIP.audio).
 
-    When the classifier shapes differ (527 AudioSet classes vs the embed_dim projection) the checkpoint's
-    `fc.*` is skipped and AudioCLIP's freshly initialised fc is kept; this is logged. Returns the skipped keys.
+    Strict for every key except the classifier: when `fc` differs in shape (527 AudioSet classes vs AudioCLIP's
+    1024-d projection, or vs a 50-class fine-tuning head) the checkpoint's `fc.*` is not loaded and the head's
+    own freshly initialised fc is kept; that head replacement is logged. Returns the replaced keys.
     """
-    source = strip_module_prefix(standalone_state_dict)
-    target = audioclip_model.audio.state_dict()
-    skipped = []
+    source = strip_module_prefix(state_dict)
+    target = audio_head.state_dict()
+    replaced = []
     if 'fc.weight' in source and tuple(source['fc.weight'].shape) != tuple(target['fc.weight'].shape):
-        skipped = [k for k in source if k.startswith('fc.')]
-        log.info('audio head replaced: checkpoint fc %s not loaded; keeping the freshly initialised fc %s '
-                 '(keys skipped: %s)', tuple(source['fc.weight'].shape), tuple(target['fc.weight'].shape),
-                 ', '.join(skipped))
-        source = {k: v for k, v in source.items() if k not in skipped}
+        replaced = [k for k in source if k.startswith('fc.')]
+        log.warning('audio head replaced: checkpoint fc %s not loaded, the freshly initialised fc %s is kept '
+                    '(keys: %s)', tuple(source['fc.weight'].shape), tuple(target['fc.weight'].shape),
+                    ', '.join(replaced))
+        source = {k: v for k, v in source.items() if k not in replaced}
         source.update({k: v for k, v in target.items() if k.startswith('fc.')})
-    load_state_dict_strict(audioclip_model.audio, source, strip_prefix=False)
-    return skipped
+    load_state_dict_strict(audio_head, source, strip_prefix=False)
+    return replaced

@@ -26,7 +26,7 @@ from pipeline.data.datasets import (AudioCacheDataset, audio_dataset, class_name
                                     split_indices, video_indices)
 from pipeline.evaluation import evaluate
 from pipeline.io import write_json
-from pipeline.models.checkpoints import load_audio_head_from_standalone
+from pipeline.models.checkpoints import load_audio_head
 from pipeline.models.factory import MODEL_CONFIGS, create_model
 from pipeline.models.loss import audioclip_loss, same_text_positives, standalone_loss
 from pipeline.training.engine import OptimSettings, Trainer, resolve_device, seed_everything
@@ -172,7 +172,7 @@ def _audioclip_stage(cfg: Config, stage: str, init: Path, cache: Path, out: Path
         model = _clip_heads(cfg, clip_init)
         inputs += [clip_init] if clip_init else []
         standalone, _ = load_model(init)
-        load_audio_head_from_standalone(model, standalone.state_dict())
+        load_audio_head(model.audio, standalone.state_dict())
         frozen = freeze(model, ("audio.", "logit_scale_ai", "logit_scale_at"))
     else:
         model, _ = load_model(init)

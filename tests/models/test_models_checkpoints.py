@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from pipeline.models import (
-    create_model, load_audio_head_from_standalone, load_file, load_state_dict_strict, strip_module_prefix,
+    create_model, load_audio_head, load_state_dict_strict, strip_module_prefix,
 )
 
 
@@ -50,28 +50,14 @@ def test_module_prefix(tiny_pair):
         load_state_dict_strict(target, prefixed, strip_prefix=False)
 
 
-def test_load_file_formats(tmp_path, tiny_pair):
-    source, _ = tiny_pair
-    sd = source.state_dict()
-    for i, obj in enumerate([sd, {'model': sd, 'epoch': 3}, {'state_dict': sd}]):
-        path = tmp_path / f'ckpt{i}.pt'
-        torch.save(obj, path)
-        loaded = load_file(path)
-        assert list(loaded) == list(sd)
-        assert torch.equal(loaded['conv1.weight'], sd['conv1.weight'])
-    torch.save([1, 2], tmp_path / 'bad.pt')
-    with pytest.raises(ValueError, match='expected a state_dict'):
-        load_file(tmp_path / 'bad.pt')
-
-
 def test_audio_head_from_standalone_replaces_fc_and_logs(caplog):
     torch.manual_seed(0)
     standalone = create_model('esresnext-fbsp-tiny')  # fc 527
     audioclip = create_model('audioclip-tiny')  # audio.fc 64
     fc_before = audioclip.audio.fc.weight.clone()
     sd = {f'module.{k}': v for k, v in standalone.state_dict().items()}
-    with caplog.at_level(logging.INFO, logger='pipeline.models.checkpoints'):
-        skipped = load_audio_head_from_standalone(audioclip, sd)
+    with caplog.at_level(logging.WARNING, logger='pipeline.models.checkpoints'):
+        skipped = load_audio_head(audioclip.audio, sd)
     assert skipped == ['fc.weight', 'fc.bias']
     assert 'audio head replaced' in caplog.text and '(527, 512)' in caplog.text and '(64, 512)' in caplog.text
     assert torch.equal(audioclip.audio.fc.weight, fc_before)
@@ -81,14 +67,14 @@ def test_audio_head_from_standalone_replaces_fc_and_logs(caplog):
     broken = dict(standalone.state_dict())
     broken.pop('att3.bn.running_var')
     with pytest.raises(ValueError, match='att3.bn.running_var'):
-        load_audio_head_from_standalone(audioclip, broken)
+        load_audio_head(audioclip.audio, broken)
 
 
 def test_audio_head_same_fc_shape_is_loaded_without_replacement(caplog):
     torch.manual_seed(0)
     standalone = create_model('esresnext-fbsp-tiny', num_classes=64)
     audioclip = create_model('audioclip-tiny')
-    with caplog.at_level(logging.INFO, logger='pipeline.models.checkpoints'):
-        assert load_audio_head_from_standalone(audioclip, standalone.state_dict()) == []
+    with caplog.at_level(logging.WARNING, logger='pipeline.models.checkpoints'):
+        assert load_audio_head(audioclip.audio, standalone.state_dict()) == []
     assert 'replaced' not in caplog.text
     assert torch.equal(audioclip.audio.fc.weight, standalone.fc.weight)

@@ -17,6 +17,8 @@ from pipeline.config import DEFAULT_PARAMS, ConfigError, load_config
 DATASETS = ("esc50", "us8k", "audioset", "imagenet")
 FINETUNE_DATASETS = ("esc50", "us8k")
 FINETUNE_MODES = ("standalone", "partial", "full")
+CHECKPOINT_HELP = ("weights: released AudioCLIP-*.pt / ESRNXFBSP.pt / CLIP.pt, OpenAI RN50.pt, torchvision ResNeXt "
+                   "or a pipeline checkpoint (default: the profile's fully trained model)")
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -75,6 +77,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache", type=Path, action="append", default=[],
                    help="cache file(s); querying takes one per dataset as NAME=PATH")
     p.add_argument("--out", type=Path, required=True)
+    _common(p)
+
+    p = sub.add_parser("classify", help="zero-shot probabilities of audio files over the given labels")
+    p.add_argument("files", type=Path, nargs="+", help="audio in any format ffmpeg decodes, any rate and channels")
+    p.add_argument("--labels", required=True, help='comma-separated class names, e.g. "dog,rain,church bells"')
+    p.add_argument("--checkpoint", type=Path, help=CHECKPOINT_HELP)
+    p.add_argument("--template", help="text for each label, e.g. 'the sound of {}' (default: params "
+                                      "model.prompt_template, the bare label as published)")
+    p.add_argument("--json", action="store_true", help='print [{"file", "probabilities": {label: p}}, ...]')
+    _common(p)
+
+    p = sub.add_parser("embed", help="L2-normalised embeddings of audio files, images or texts, as .npy")
+    p.add_argument("inputs", nargs="+", help="files (audio, image) or strings (text)")
+    p.add_argument("--modality", choices=("audio", "image", "text"), required=True)
+    p.add_argument("--checkpoint", type=Path, help=CHECKPOINT_HELP)
+    p.add_argument("--out", type=Path, required=True, help="float32 (N, D) .npy, rows in input order")
     _common(p)
 
     p = sub.add_parser("tables", help="build results/table*.csv beside the paper's values, log to MLflow")
@@ -207,6 +225,55 @@ def cmd_evaluate(args) -> None:
         evaluate.imagenet_job(cfg, args.model, args.checkpoint, cache, args.out, device)
 
 
+def _inference_model(args, cfg):
+    from pipeline import inference, layout
+    from pipeline.training.engine import resolve_device
+
+    checkpoint = args.checkpoint or Path(layout.checkpoint(cfg, "full"))
+    if not checkpoint.is_file():
+        raise FileNotFoundError(f"{checkpoint}: no such checkpoint" + ("" if args.checkpoint else
+                                " (no --checkpoint given and the profile's model is not trained yet: run "
+                                "`snakemake --cores all` or pass --checkpoint AudioCLIP-Full-Training.pt)"))
+    return inference.load_inference_model(checkpoint, resolve_device(cfg["device"]))
+
+
+def cmd_classify(args) -> None:
+    from pipeline import inference
+
+    cfg = _cfg(args)
+    labels = inference.parse_labels(args.labels)
+    model, sample_rate = _inference_model(args, cfg)
+    template = args.template or cfg["model"]["prompt_template"]
+    probs = inference.classify(model, args.files, labels, sample_rate, template)  # (N, K)
+    if args.json:
+        rows = [{"file": str(f), "probabilities": {label: float(p) for label, p in zip(labels, row)}}
+                for f, row in zip(args.files, probs)]
+        print(json.dumps(rows, indent=2))
+        return
+    for f, row in zip(args.files, probs):
+        ranked = sorted(zip(labels, row), key=lambda lp: -lp[1])[:3]
+        print(f"{f}\t" + "  ".join(f"{label} {p:.3f}" for label, p in ranked))
+
+
+def cmd_embed(args) -> None:
+    import io
+
+    import numpy as np
+
+    from pipeline import inference
+    from pipeline.io import write_bytes
+
+    cfg = _cfg(args)
+    if args.out.suffix != ".npy":
+        raise ValueError(f"--out {args.out}: expected a .npy file")
+    model, sample_rate = _inference_model(args, cfg)
+    vectors = inference.embed(model, args.inputs, args.modality, sample_rate)  # (N, D) float32
+    buf = io.BytesIO()
+    np.save(buf, vectors)
+    write_bytes(args.out, buf.getvalue())
+    print(f"{args.out}: {vectors.shape[0]} x {vectors.shape[1]} {args.modality} embeddings", file=sys.stderr)
+
+
 def _named_cache(text: Path) -> tuple[str, Path]:
     name, sep, path = str(text).partition("=")
     if not sep:
@@ -265,6 +332,8 @@ COMMANDS = {
     "train": cmd_train,
     "finetune": cmd_finetune,
     "evaluate": cmd_evaluate,
+    "classify": cmd_classify,
+    "embed": cmd_embed,
     "tables": cmd_tables,
     "metrics-json": cmd_metrics_json,
     "dvc-yaml": cmd_dvc_yaml,

@@ -268,7 +268,7 @@ def _load_imagenet_trunk(audio_head: nn.Module, sd: dict, log: logging.Logger) -
     return replaced, ['window', 'fbsp', 'fc'] + gates
 
 
-def model_from_weights(path: str | Path, name: str | None = None, trusted_sha256=(),
+def model_from_weights(path: str | Path | Weights, name: str | None = None, trusted_sha256=(),
                        log: logging.Logger = logger) -> tuple[nn.Module, str, LoadReport]:
     """Build the model a weights file describes and load it: (model, factory name, report).
 
@@ -276,7 +276,7 @@ def model_from_weights(path: str | Path, name: str | None = None, trusted_sha256
     (`name` overrides the factory name, e.g. to put CLIP weights into another AudioCLIP config)."""
     from pipeline.models.factory import create_model
 
-    w = read_weights(path, trusted_sha256)
+    w = path if isinstance(path, Weights) else read_weights(path, trusted_sha256)
     if w.model_name:
         name = name or w.model_name
         model = create_model(name, **(w.model_kwargs if name == w.model_name else {}))

@@ -3,7 +3,7 @@
 from pathlib import Path
 
 import pytest
-from data_support import CACHE_ARGS, REALDATA, SMALL
+from data_support import CACHE_ARGS, SMALL
 
 from pipeline.data.cache import build_cache
 from pipeline.data.synthetic import generate
@@ -25,10 +25,3 @@ def caches(synthetic, tmp_path_factory) -> dict[str, Path]:
         out[name] = base / f"{name}.h5"
         build_cache(name, synthetic[name], out[name], progress=False, **kwargs)
     return out
-
-
-@pytest.fixture
-def realdata() -> Path:
-    if not REALDATA.is_dir():
-        pytest.skip(f"real sample data not present at {REALDATA}")
-    return REALDATA

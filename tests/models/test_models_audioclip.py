@@ -1,4 +1,5 @@
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -96,3 +97,22 @@ def test_forward_pairs_and_normalised_features(tiny):
         at = tiny(audio=audio, text=text)
         assert list(at.logits) == [('audio', 'text')]
         torch.testing.assert_close(at.logits[('audio', 'text')], out.logits[('audio', 'text')])
+
+
+BPE_SHA256 = '924691ac288e54409236115652ad4aa250f48203de50a9e4722a6ecd48d6804a'  # AUDIOCLIP_FACTS.md section 4
+
+
+def test_tokenizer_uses_the_reference_bpe_vocabulary(tiny, realdata):
+    """open_clip's vocab file is the released bpe_simple_vocab_16e6.txt.gz byte for byte, and a tokenizer built
+    from the copy in realdata gives the same ids as ours, cleaning (ftfy, html) included."""
+    import hashlib
+
+    import open_clip.tokenizer as octok
+
+    packaged = Path(octok.default_bpe())
+    reference = realdata / 'clip' / 'bpe_simple_vocab_16e6.txt.gz'
+    assert hashlib.sha256(packaged.read_bytes()).hexdigest() == BPE_SHA256
+    assert hashlib.sha256(reference.read_bytes()).hexdigest() == BPE_SHA256
+    texts = ['cat, dog', 'Church  Bells &amp; rain', 'crying_baby', 'naïve café 42', 'a dog barking!!']
+    from_reference = octok.SimpleTokenizer(bpe_path=str(reference), context_length=77)(texts)
+    assert torch.equal(tiny.tokenize(texts), from_reference)

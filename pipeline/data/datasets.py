@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .cache import open_cache, read_attr, read_strings
+from .cache import decode_jpeg, open_cache, read_attr, read_strings
 from .transforms import audio_transform
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -39,20 +39,29 @@ class _LazyH5:
         self.path = str(path)
         self._h5: h5py.File | None = None
         self._pid: int | None = None
+        self._datasets: dict[str, h5py.Dataset] = {}
 
     @property
     def h5(self) -> h5py.File:
         if self._h5 is None or self._pid != os.getpid():
-            self._h5, self._pid = h5py.File(self.path, "r"), os.getpid()
+            self._h5, self._pid, self._datasets = h5py.File(self.path, "r"), os.getpid(), {}
         return self._h5
 
+    def dataset(self, name: str) -> h5py.Dataset:
+        """An open dataset, kept per process: re-opening one per item costs more than reading a clip, and for
+        a sharded cache it would re-resolve the virtual mapping every time."""
+        h5 = self.h5
+        if name not in self._datasets:
+            self._datasets[name] = h5[name]
+        return self._datasets[name]
+
     def __getstate__(self) -> dict:
-        return {"path": self.path, "_h5": None, "_pid": None}  # never pickle an open handle into a worker
+        return {"path": self.path, "_h5": None, "_pid": None, "_datasets": {}}  # never pickle open handles
 
     def close(self) -> None:
         if self._h5 is not None and self._pid == os.getpid():
             self._h5.close()
-        self._h5 = None
+        self._h5, self._datasets = None, {}
 
 
 def clip_normalise(frame: np.ndarray, size: int) -> torch.Tensor:
@@ -93,7 +102,7 @@ class AudioCacheDataset(torch.utils.data.Dataset):
             self.labels = h5["labels"][()].astype(np.float32)
             self.has_video = h5["has_video"][()] if "has_video" in h5 else np.zeros(len(self.label), bool)
             self.n_frames = h5["frames"].shape[1] if "frames" in h5 else 0
-            self.frame_size = h5["frames"].shape[2] if "frames" in h5 else 0
+            self.frame_size = int(read_attr(h5, "image_size")) if "frames" in h5 else 0
         n = len(self.label)
         self.indices = np.arange(n) if indices is None else np.asarray(indices, dtype=np.int64).reshape(-1)
         if len(self.indices) and (self.indices.min() < 0 or self.indices.max() >= n):
@@ -118,8 +127,7 @@ class AudioCacheDataset(torch.utils.data.Dataset):
     def __getitem__(self, i: int) -> dict:
         idx = int(self.indices[i])
         rng = np.random.default_rng((self.seed, self.epoch, idx))
-        h5 = self.file.h5
-        x = torch.from_numpy(h5["waveform"][idx, :, : int(self.length[idx])].astype(np.float32))  # (C, valid)
+        x = torch.from_numpy(self.file.dataset("waveform")[idx, :, : int(self.length[idx])].astype(np.float32))  # (C, valid)
         if self.amplitude == "peak":
             x = peak_rescale(x)
         audio = self.transform(x, rng)  # (C, clip_samples)
@@ -135,7 +143,7 @@ class AudioCacheDataset(torch.utils.data.Dataset):
             video = bool(self.has_video[idx])
             if video:
                 j = int(rng.integers(0, self.n_frames)) if self.train else self.n_frames // 2
-                item["image"] = clip_normalise(h5["frames"][idx, j], self.image_size)
+                item["image"] = clip_normalise(decode_jpeg(self.file.dataset("frames")[idx, j]), self.image_size)
             else:
                 item["image"] = torch.zeros(3, self.image_size, self.image_size)  # masked by has_video
             item["has_video"] = video
@@ -183,8 +191,10 @@ class ImageCacheDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int) -> dict:
         idx = int(self.indices[i])
-        h5 = self.file.h5
-        pixels = h5["image"][idx] if self.key == "image" else h5["frames"][idx, self.n_frames // 2]
+        if self.key == "image":
+            pixels = self.file.dataset("image")[idx]  # (S, S, 3) uint8
+        else:
+            pixels = decode_jpeg(self.file.dataset("frames")[idx, self.n_frames // 2])
         on = np.flatnonzero(self.labels[idx])
         return {"image": clip_normalise(pixels, self.image_size), "label": int(self.label[idx]),
                 "labels": torch.from_numpy(self.labels[idx].copy()),

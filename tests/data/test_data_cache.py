@@ -11,8 +11,10 @@ import soundfile as sf
 
 from data_support import CACHE_ARGS, SMALL
 from pipeline.data import metadata as md
-from pipeline.data.audio_io import AudioDecodeError, load_audio
-from pipeline.data.cache import CacheError, build_cache, cache_info, open_cache, read_strings
+from pipeline.data.audio_io import AudioDecodeError, load_audio, load_image
+from pipeline.data.cache import (
+    CacheError, build_cache, cache_info, decode_jpeg, fit_image, merge_shards, open_cache, read_strings,
+)
 
 
 def test_esc50_round_trip(synthetic, caches):
@@ -63,12 +65,18 @@ def test_audioset_frames_and_splits(synthetic, caches):
     assert info["multilabel"] and info["splits"] == {"eval": 12, "train": 30} and info["folds"] == {0: 42}
     assert info["classes"]["Dog"] >= info["classes"]["Bark"]
     with open_cache(caches["audioset"]) as h5:
-        assert h5["frames"].shape == (42, 3, 24, 24, 3) and h5["frames"].dtype == np.uint8
+        assert h5["frames"].shape == (42, 3) and h5.attrs["frame_format"] == "jpeg"
         assert (h5["label"][()] == -1).all()
         for k, source in enumerate(read_strings(h5, "source")):
             has = (synthetic["audioset"] / "frames" / source.removesuffix(".wav")).is_dir()
             assert h5["has_video"][k] == has
-            assert h5["frames"][k].any() == has
+            stored = [h5["frames"][k, j] for j in range(3)]
+            assert all(len(b) > 0 for b in stored) == has and all(len(b) == 0 for b in stored) == (not has)
+            if has:
+                first = sorted((synthetic["audioset"] / "frames" / source.removesuffix(".wav")).glob("*.jpg"))[0]
+                want = fit_image(load_image(first), 24).astype(int)
+                assert decode_jpeg(stored[0]).shape == (24, 24, 3)
+                assert np.abs(decode_jpeg(stored[0]).astype(int) - want).mean() < 6  # JPEG q90 round trip
         assert 0 < h5["has_video"][()].sum() < 42
         assert info["with_video"] == int(h5["has_video"][()].sum())
 
@@ -159,3 +167,81 @@ def test_bad_arguments(synthetic, tmp_path):
     with pytest.raises(ValueError, match="frames_per_clip"):
         build_cache("audioset", synthetic["audioset"], tmp_path / "x.h5", sample_rate=8000, clip_seconds=1.0,
                     channels=1)
+
+
+def _shards(synthetic, folder, count, **extra):
+    args = {**CACHE_ARGS["audioset"], **extra}
+    return [build_cache("audioset", synthetic["audioset"], folder / f"shard-{i}-of-{count}.h5", progress=False,
+                        shard=(i, count), **args) and folder / f"shard-{i}-of-{count}.h5" for i in range(count)]
+
+
+def test_sharded_cache_reads_like_the_whole_one(synthetic, caches, tmp_path):
+    folder = tmp_path / "audioset"
+    shards = _shards(synthetic, folder, 3)
+    info = merge_shards(shards[::-1], tmp_path / "audioset.h5")  # any order: the index follows the shard numbers
+    whole = cache_info(caches["audioset"])
+    assert info["shards"] == 3 and info["n_clips"] == whole["n_clips"] == 42
+    assert {k: info[k] for k in ("classes", "splits", "with_video")} == {k: whole[k] for k in ("classes", "splits", "with_video")}
+    # The folder moves as a whole (DVC pull elsewhere): shards are addressed relative to the index.
+    moved = tmp_path / "moved"
+    moved.mkdir()
+    shutil.move(folder, moved / "audioset")
+    shutil.move(tmp_path / "audioset.h5", moved / "audioset.h5")
+    with open_cache(moved / "audioset.h5") as a, open_cache(caches["audioset"]) as b:
+        for name in ("waveform", "length", "label", "labels", "has_video"):
+            assert np.array_equal(a[name][()], b[name][()]), name
+        assert read_strings(a, "source") == read_strings(b, "source") and read_strings(a, "split") == read_strings(b, "split")
+        for k in range(42):
+            assert all(np.array_equal(x, y) for x, y in zip(a["frames"][k], b["frames"][k])), k
+
+
+def test_index_refuses_missing_or_rebuilt_shards(synthetic, tmp_path):
+    shards = _shards(synthetic, tmp_path / "s", 2)
+    with pytest.raises(CacheError, match=r"shard\(s\) \[1\] of 2 missing"):
+        merge_shards(shards[:1], tmp_path / "index.h5")
+    with pytest.raises(CacheError, match="given twice"):
+        merge_shards([shards[0], shards[0], shards[1]], tmp_path / "index.h5")
+    with pytest.raises(CacheError, match="not a shard"):
+        merge_shards([shards[0], shards[1], build_cache_whole(synthetic, tmp_path)], tmp_path / "index.h5")
+    other = build_cache("audioset", synthetic["audioset"], tmp_path / "s" / "other.h5", progress=False, shard=(1, 2),
+                        **{**CACHE_ARGS["audioset"], "clip_seconds": 0.25}) and tmp_path / "s" / "other.h5"
+    with pytest.raises(CacheError, match="other.h5: its params differs"):
+        merge_shards([shards[0], other], tmp_path / "index.h5")
+    assert not (tmp_path / "index.h5").exists()
+    merge_shards(shards, tmp_path / "index.h5")
+    shards[1].unlink()
+    with pytest.raises(CacheError, match="shard .*shard-1-of-2.h5 is missing"):
+        open_cache(tmp_path / "index.h5")
+    _shards(synthetic, tmp_path / "s", 2)  # shard 1 rebuilt: a new file the index was not built over
+    with pytest.raises(CacheError, match="rebuilt after the index"):
+        cache_info(tmp_path / "index.h5")
+
+
+def build_cache_whole(synthetic, tmp_path):
+    out = tmp_path / "whole.h5"
+    build_cache("audioset", synthetic["audioset"], out, progress=False, **CACHE_ARGS["audioset"])
+    return out
+
+
+def test_up_to_date_cache_is_kept_and_a_change_rebuilds(synthetic, tmp_path):
+    out = tmp_path / "esc.h5"
+    build_cache("esc50", synthetic["esc50"], out, progress=False, **CACHE_ARGS["esc50"])
+    with h5py.File(out, "r") as h5:
+        first = h5.attrs["build_id"]
+    build_cache("esc50", synthetic["esc50"], out, progress=False, **CACHE_ARGS["esc50"])
+    with h5py.File(out, "r") as h5:
+        assert h5.attrs["build_id"] == first  # same parameters, same source: kept
+    build_cache("esc50", synthetic["esc50"], out, progress=False, compression="lzf", **CACHE_ARGS["esc50"])
+    with h5py.File(out, "r") as h5:
+        assert h5.attrs["build_id"] != first and h5["waveform"].compression == "lzf"
+        lzf = h5["waveform"][()]
+    root = tmp_path / "esc"
+    shutil.copytree(synthetic["esc50"], root)
+    build_cache("esc50", root, tmp_path / "copy.h5", progress=False, compression="lzf", **CACHE_ARGS["esc50"])
+    before = cache_info(tmp_path / "copy.h5")["source_fingerprint"]
+    victim = sorted((root / "audio").iterdir())[0]
+    sf.write(victim, np.zeros(100, np.float32), 8000)  # same name, other content and size
+    info = build_cache("esc50", root, tmp_path / "copy.h5", progress=False, compression="lzf", **CACHE_ARGS["esc50"])
+    assert info["source_fingerprint"] != before
+    with open_cache(tmp_path / "copy.h5") as h5:
+        assert not np.array_equal(h5["waveform"][()], lzf)

@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.data.cache import open_cache, read_strings
+from data_support import CACHE_ARGS
+
+from pipeline.data.cache import build_cache, decode_jpeg, merge_shards, open_cache, read_strings
 from pipeline.data.datasets import (CLIP_MEAN, CLIP_STD, AudioCacheDataset, ImageCacheDataset, LeakError,
                                     check_no_leak, class_names, clip_normalise, collate, fold_split, recording_id,
                                     split_indices, video_indices)
@@ -65,7 +67,7 @@ def test_multilabel_items_with_frames(caches):
         assert item["text"] == ", ".join(names) and 1 <= len(names) <= 4
         assert item["image"].shape == (3, 24, 24) and item["has_video"] == bool(has_video[k])
         if has_video[k]:
-            middle = torch.from_numpy(frames[k, 1]).permute(2, 0, 1).float() / 255
+            middle = torch.from_numpy(decode_jpeg(frames[k, 1])).permute(2, 0, 1).float() / 255
             expected = (middle - torch.tensor(CLIP_MEAN).view(3, 1, 1)) / torch.tensor(CLIP_STD).view(3, 1, 1)
             assert torch.allclose(item["image"], expected, atol=1e-6)
         else:
@@ -103,12 +105,13 @@ def test_image_dataset_over_audioset_frames_takes_the_middle_frame(caches):
         has_video = h5["has_video"][()]
         video = [int(i) for i in np.flatnonzero(has_video)[:3]]
         no_video = int(np.flatnonzero(~has_video)[0])
-        frames = h5["frames"][video[0]]
-    ds = ImageCacheDataset(caches["audioset"], image_size=frames.shape[1], indices=video)
+        frames = [decode_jpeg(f) for f in h5["frames"][video[0]]]
+    size = frames[0].shape[0]
+    ds = ImageCacheDataset(caches["audioset"], image_size=size, indices=video)
     item = ds[0]
     assert item["index"] == video[0] and item["labels"].sum() >= 1
-    assert torch.allclose(item["image"], clip_normalise(frames[len(frames) // 2], frames.shape[1]))
-    assert not torch.allclose(item["image"], clip_normalise(frames[0], frames.shape[1]))
+    assert torch.allclose(item["image"], clip_normalise(frames[len(frames) // 2], size))
+    assert not torch.allclose(item["image"], clip_normalise(frames[0], size))
     with pytest.raises(ValueError, match="no video"):
         ImageCacheDataset(caches["audioset"], image_size=32, indices=[no_video])
 
@@ -172,3 +175,22 @@ def test_class_names_and_video_indices(caches):
     everything = range(len(has_video))
     assert video_indices(caches["audioset"], everything) == [i for i in everything if has_video[i]]
     assert len(video_indices(caches["audioset"], everything)) < len(has_video)  # some clips have no video
+
+
+def test_loader_streams_a_sharded_cache_with_worker_processes(synthetic, caches, tmp_path):
+    args = CACHE_ARGS["audioset"]
+    shards = [tmp_path / f"s{i}.h5" for i in range(3)]
+    for i, path in enumerate(shards):
+        build_cache("audioset", synthetic["audioset"], path, progress=False, shard=(i, 3), **args)
+    merge_shards(shards, tmp_path / "index.h5")
+    kwargs = dict(clip_samples=4000, train=False, with_frames=True, image_size=24)
+    whole = AudioCacheDataset(caches["audioset"], **kwargs)
+    sharded = AudioCacheDataset(tmp_path / "index.h5", **kwargs)
+    loader = torch.utils.data.DataLoader(sharded, batch_size=8, num_workers=2, collate_fn=collate)
+    batches = list(loader)
+    assert sum(len(b["index"]) for b in batches) == len(whole) == 42
+    for batch in batches:
+        for j, k in enumerate(batch["index"].tolist()):
+            ref = whole[k]
+            assert torch.equal(batch["audio"][j], ref["audio"]) and torch.equal(batch["image"][j], ref["image"])
+            assert batch["text"][j] == ref["text"]

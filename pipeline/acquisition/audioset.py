@@ -130,7 +130,7 @@ def fetch_audioset(root: str | os.PathLike, *, splits: tuple[str, ...] = ("train
 
     coverage = _coverage(root, segments)
     write_json(root / "coverage.json", coverage)
-    log.info("audioset: fetched %d segment(s) this run; coverage %s", len(todo), coverage)
+    log.info("audioset: tried %d segment(s) this run; coverage %s", len(todo), coverage)
     return coverage
 
 

@@ -8,6 +8,7 @@ truncated mix; the temporary file is removed on error.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import tempfile
@@ -31,13 +32,13 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, target)
-        _fsync_dir(target.parent)
+        fsync_dir(target.parent)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
 
 
-def _fsync_dir(directory: Path) -> None:
+def fsync_dir(directory: Path) -> None:
     # The rename itself lives in the directory entry: sync it so it survives a power cut.
     with contextlib.suppress(OSError):
         fd = os.open(directory, os.O_RDONLY)
@@ -45,6 +46,19 @@ def _fsync_dir(directory: Path) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+def file_digest(path: str | os.PathLike, algorithm: str = "sha256", chunk: int = 1 << 22) -> str:
+    """Hex digest of a file read in chunks (archives and checkpoints are larger than memory)."""
+    h = hashlib.new(algorithm)
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def sha256sum(path: str | os.PathLike) -> str:
+    return file_digest(path, "sha256")
 
 
 def write_bytes(path: str | os.PathLike, data: bytes) -> None:

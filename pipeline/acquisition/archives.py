@@ -23,9 +23,8 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from pipeline.io import _fsync_dir
+from pipeline.io import fsync_dir, sha256sum
 
-from .download import sha256sum
 
 MARKER = ".extracted"
 ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")  # local file header; end of central directory (empty zip)
@@ -134,7 +133,7 @@ def _fsync_tree(root: Path) -> None:
         for name in files:
             with open(os.path.join(folder, name), "rb") as f:
                 os.fsync(f.fileno())
-        _fsync_dir(Path(folder))
+        fsync_dir(Path(folder))
 
 
 def _replace_dir(tmp: Path, dest: Path) -> None:
@@ -147,4 +146,4 @@ def _replace_dir(tmp: Path, dest: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
     else:
         os.replace(tmp, dest)
-    _fsync_dir(dest.parent)
+    fsync_dir(dest.parent)

@@ -45,7 +45,7 @@ import yt_dlp
 from tqdm import tqdm
 
 from pipeline.data import metadata as md
-from pipeline.io import _fsync_dir, write_json, write_text
+from pipeline.io import fsync_dir, write_json, write_text
 
 log = logging.getLogger(__name__)
 
@@ -179,10 +179,10 @@ class _Fetcher:
         if reason is None:
             _fsync_files(frames.iterdir())
             os.replace(frames, final_frames)
-            _fsync_dir(final_frames.parent)
+            fsync_dir(final_frames.parent)
         _fsync_files([wav])
         os.replace(wav, _wav_path(self.root, seg))
-        _fsync_dir(self.root / "audio")
+        fsync_dir(self.root / "audio")
         return reason
 
 

@@ -1,11 +1,11 @@
 """Download one file: resumable, retried, checksum-verified, and never half-written at its destination.
 
-download(url, dest, sha256=...) streams into `dest.part`. An interrupted transfer leaves the .part behind and
+download(url, dest, checksum=...) streams into `dest.part`. An interrupted transfer leaves the .part behind and
 the next attempt (or the next run) asks the server for the rest with `Range: bytes=N-`; a server that ignores
 the Range header and answers 200 gets a restart from byte 0, a 416 means the .part already holds everything.
 Connection errors, stalls (no byte for `timeout` seconds), 5xx/408/429 answers and bodies shorter than their
 Content-Length are retried with exponential backoff; other 4xx answers are final. Only a complete file whose
-sha256 matches is fsynced and renamed onto `dest`, so a file at `dest` is always a finished, verified one, and
+checksum matches is fsynced and renamed onto `dest`, so a file at `dest` is always a finished, verified one, and
 a `dest` that already matches costs no request at all.
 
 Only the standard library speaks HTTP here (urllib): `requests` is not a declared dependency. One writer per
@@ -14,7 +14,6 @@ Only the standard library speaks HTTP here (urllib): `requests` is not a declare
 
 from __future__ import annotations
 
-import hashlib
 import http.client
 import os
 import time
@@ -25,9 +24,10 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from pipeline.io import _fsync_dir
+from pipeline.io import file_digest, fsync_dir
 
 CHUNK = 1 << 20
+CHECKSUMS = {"sha256": 64, "md5": 32}  # algorithm -> hex digits
 SCHEMES = ("http", "https", "file")
 RETRY_STATUS = {408, 429}  # 4xx answers that mean "later", not "never"
 MAX_BACKOFF = 60.0
@@ -39,23 +39,25 @@ class DownloadError(RuntimeError):
 
 
 class ChecksumError(DownloadError):
-    """The downloaded bytes do not have the expected sha256; the message names the URL, file and both hashes."""
+    """The downloaded bytes do not have the expected checksum; the message names the URL, file and both digests."""
 
 
 class _Retry(Exception):
     """One attempt failed in a way another attempt may fix; str() is the reason."""
 
 
-def sha256sum(path: str | os.PathLike, chunk: int = CHUNK) -> str:
-    """Hex sha256 of a file, read in chunks (archives are larger than memory)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
+def parse_checksum(checksum: str | None) -> tuple[str, str] | None:
+    """'sha256:<hex>', 'md5:<hex>' (Zenodo publishes md5 only) or a bare sha256 hex -> (algorithm, hex)."""
+    if not checksum:
+        return None
+    algorithm, sep, digest = checksum.strip().lower().rpartition(":")
+    algorithm = algorithm if sep else "sha256"
+    if algorithm not in CHECKSUMS or len(digest) != CHECKSUMS[algorithm] or not all(c in "0123456789abcdef" for c in digest):
+        raise ValueError(f"checksum {checksum!r}: expected sha256:<64 hex digits> or md5:<32 hex digits>")
+    return algorithm, digest
 
 
-def download(url: str, dest: str | os.PathLike, *, sha256: str | None = None, retries: int = 5,
+def download(url: str, dest: str | os.PathLike, *, checksum: str | None = None, retries: int = 5,
              backoff: float = 1.0, timeout: float = 30.0, progress: bool = False) -> Path:
     """Fetch `url` to `dest` and return `dest`.
 
@@ -68,8 +70,8 @@ def download(url: str, dest: str | os.PathLike, *, sha256: str | None = None, re
     if retries < 0:
         raise ValueError(f"retries must be >= 0, got {retries}")
     dest = Path(dest)
-    want = sha256.strip().lower() if sha256 else None
-    if dest.is_file() and (want is None or sha256sum(dest) == want):
+    want = parse_checksum(checksum)
+    if dest.is_file() and (want is None or file_digest(dest, want[0]) == want[1]):
         return dest  # already there (and verified when a hash is known): not a single request
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
@@ -86,15 +88,17 @@ def download(url: str, dest: str | os.PathLike, *, sha256: str | None = None, re
     else:
         raise DownloadError(f"{url}: download failed after {attempts} attempt(s); last error: {reason}")
 
-    got = sha256sum(part)
-    if want is not None and got != want:
-        # a wrong file is not resumable into a right one: drop it so the next run starts clean
-        part.unlink(missing_ok=True)
-        raise ChecksumError(f"{url}: sha256 mismatch for {dest}: expected {want}, got {got}; download removed")
+    if want is not None:
+        got = file_digest(part, want[0])
+        if got != want[1]:
+            # a wrong file is not resumable into a right one: drop it so the next run starts clean
+            part.unlink(missing_ok=True)
+            raise ChecksumError(f"{url}: {want[0]} mismatch for {dest}: expected {want[1]}, got {got}; "
+                                f"download removed")
     with open(part, "rb") as f:
         os.fsync(f.fileno())
     os.replace(part, dest)
-    _fsync_dir(dest.parent)
+    fsync_dir(dest.parent)
     return dest
 
 

@@ -19,7 +19,6 @@ key that is not loaded is either an error (strict) or listed in the report as an
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 import re
 import warnings
@@ -30,6 +29,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
+from pipeline.io import sha256sum
 from pipeline.models.checkpoints import load_audio_head, load_state_dict_strict, strip_module_prefix
 
 logger = logging.getLogger(__name__)
@@ -80,14 +80,6 @@ class LoadReport:
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
-
-
-def sha256sum(path: str | Path, chunk: int = 1 << 22) -> str:
-    digest = hashlib.sha256()
-    with open(path, 'rb') as f:
-        while block := f.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def is_torchscript(path: Path) -> bool:

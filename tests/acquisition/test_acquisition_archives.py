@@ -9,7 +9,7 @@ import pytest
 
 from pipeline.acquisition import archives
 from pipeline.acquisition.archives import MARKER, UnsafeArchiveError, safe_extract
-from pipeline.acquisition.download import sha256sum
+from pipeline.io import sha256sum
 
 GOOD = {"data/a.txt": b"alpha", "data/sub/b.txt": b"beta", "top.csv": b"x,y\n1,2\n"}
 

@@ -8,8 +8,9 @@ import torch.nn as nn
 
 from pipeline.models import create_model
 from pipeline.models.weights import (
-    PUBLISHED, WeightsError, load_weights, model_from_weights, read_weights, sha256sum,
+    PUBLISHED, WeightsError, load_weights, model_from_weights, read_weights,
 )
+from pipeline.io import sha256sum
 from pipeline.training.model_io import save_model
 
 

@@ -28,6 +28,13 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("-v", "--verbose", action="store_true")
 
 
+def _shard(text: str) -> tuple[int, int]:
+    index, sep, count = text.partition("/")
+    if not (sep and index.isdigit() and count.isdigit() and int(index) < int(count)):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected I/N with 0 <= I < N, e.g. 3/64")
+    return int(index), int(count)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m pipeline", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -43,7 +50,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--on-error", choices=("raise", "skip"), default="raise",
                    help="unreadable source files: fail (default) or skip and list them in the cache")
+    p.add_argument("--shard", type=_shard, help="I/N: cache only the I-th of N slices (merge with cache-merge)")
     _common(p)
+
+    p = sub.add_parser("cache-merge", help="one index file over the shards of a cache")
+    p.add_argument("shards", type=Path, nargs="+")
+    p.add_argument("--out", type=Path, required=True)
 
     p = sub.add_parser("cache-info", help="describe an HDF5 cache")
     p.add_argument("path", type=Path)
@@ -152,11 +164,19 @@ def cmd_cache(args) -> None:
         kwargs: dict = {"image_size": image_size}
     elif args.dataset == "audioset":
         kwargs = {"sample_rate": data["sample_rate"], "clip_seconds": data["audioset"]["clip_seconds"], "channels": 1,
-                  "frames_per_clip": data["audioset"]["frames_per_clip"], "image_size": image_size}
+                  "frames_per_clip": data["audioset"]["frames_per_clip"], "image_size": image_size,
+                  "train_segments": tuple(data["audioset"]["train_segments"])}
     else:
         kwargs = {"sample_rate": data["sample_rate"], "clip_seconds": data[args.dataset]["clip_seconds"],
                   "channels": data[args.dataset]["channels"]}
-    build_cache(args.dataset, args.root, args.out, on_error=args.on_error, **kwargs)
+    build_cache(args.dataset, args.root, args.out, on_error=args.on_error, shard=args.shard,
+                compression=data["cache_compression"], **kwargs)
+
+
+def cmd_cache_merge(args) -> None:
+    from pipeline.data.cache import merge_shards
+
+    merge_shards(args.shards, args.out)
 
 
 def cmd_cache_info(args) -> None:
@@ -328,6 +348,7 @@ def cmd_dvc_yaml(args) -> int:
 COMMANDS = {
     "generate-data": cmd_generate_data,
     "cache": cmd_cache,
+    "cache-merge": cmd_cache_merge,
     "cache-info": cmd_cache_info,
     "train": cmd_train,
     "finetune": cmd_finetune,

@@ -31,6 +31,14 @@ def cache(cfg: Config, dataset: str) -> str:
     return f"{cfg.workdir}/cache/{dataset}.h5"
 
 
+def cache_shards(cfg: Config, dataset: str) -> list[str]:
+    """The shard files merged into a dataset's cache (AudioSet only: the one set too big for one file)."""
+    if dataset != "audioset":
+        return []
+    n = cfg["data"]["audioset"]["shards"]
+    return [f"{cfg.workdir}/cache/{dataset}/shard-{i:04d}-of-{n:04d}.h5" for i in range(n)]
+
+
 def checkpoint(cfg: Config, model: str) -> str:
     return f"{cfg.workdir}/checkpoints/{STAGE_CHECKPOINT[model]}"
 
@@ -77,7 +85,7 @@ def phase_targets(cfg: Config) -> dict[str, list[str]]:
     """Every file each phase produces, in DAG order."""
     return {
         "data": [raw_root(cfg, d) for d in DATASETS],
-        "cache": [cache(cfg, d) for d in DATASETS],
+        "cache": [*(p for d in DATASETS for p in cache_shards(cfg, d)), *(cache(cfg, d) for d in DATASETS)],
         "train": [*clip_init(cfg), *(checkpoint(cfg, m) for m in FINETUNE_MODES)],
         "finetune": [p for d in FINETUNE_DATASETS for m in FINETUNE_MODES for p in finetune_metrics(cfg, d, m)],
         "evaluate": [*(zeroshot_metrics(cfg, d, m) for d in FINETUNE_DATASETS for m in CLIP_MODELS),

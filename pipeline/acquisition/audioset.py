@@ -82,9 +82,12 @@ class _Unavailable(Exception):
 def fetch_audioset(root: str | os.PathLike, *, splits: tuple[str, ...] = ("train", "eval"),
                    url_template: str = YOUTUBE_URL, workers: int = 4, rate_limit_per_s: float | None = 1.0,
                    frames_per_clip: int = 10, sample_rate: int | None = None, retries: int = 2,
-                   limit: int | None = None, socket_timeout: float = 30.0, progress: bool = False) -> dict:
+                   limit: int | None = None, socket_timeout: float = 30.0, progress: bool = False,
+                   train_segments: tuple[str, ...] | None = None) -> dict:
     """Fetch every missing segment of `splits` under `root`; write and return the coverage per split.
 
+    train_segments: the segment lists of the train split (default: balanced_train_segments.csv; the paper
+    adds unbalanced_train_segments.csv).
     url_template: formatted with ytid= (tests serve http://127.0.0.1:PORT/{ytid}.mp4).
     rate_limit_per_s: download starts per second over all workers (None: no limit).
     sample_rate: WAV rate in Hz, None keeps the media's own rate.
@@ -92,15 +95,16 @@ def fetch_audioset(root: str | os.PathLike, *, splits: tuple[str, ...] = ("train
     limit: fetch at most the first `limit` segments of each split (in file order); coverage counts those only.
     """
     root = Path(root)
-    unknown = [s for s in splits if s not in md.AUDIOSET_SEGMENT_FILES]
+    files = md.segment_files(train_segments)
+    unknown = [s for s in splits if s not in files]
     if unknown:
-        raise ValueError(f"unknown AudioSet split(s) {unknown}; expected {sorted(md.AUDIOSET_SEGMENT_FILES)}")
+        raise ValueError(f"unknown AudioSet split(s) {unknown}; expected {sorted(files)}")
     if "{ytid}" not in url_template:
         raise ValueError(f"url_template {url_template!r} has no {{ytid}} field")
     if workers < 1 or frames_per_clip < 1:
         raise ValueError(f"workers and frames_per_clip must be >= 1, got {workers} and {frames_per_clip}")
 
-    segments = _read_segments(root, splits, limit)
+    segments = _read_segments(root, {split: files[split] for split in splits}, limit)
     todo = [s for segs in segments.values() for s in segs if not _wav_path(root, s).is_file()]
     missing_csv = root / "missing.csv"
     missing = _read_missing(missing_csv)
@@ -337,12 +341,12 @@ class _RateLimiter:
 # -----------------------------------------------------------------------------
 # segment lists, missing.csv, coverage.json
 
-def _read_segments(root: Path, splits: tuple[str, ...], limit: int | None) -> dict[str, list[Segment]]:
+def _read_segments(root: Path, splits: dict[str, tuple[str, ...]], limit: int | None) -> dict[str, list[Segment]]:
     labels = md.read_audioset_labels(root / "class_labels_indices.csv")
     mids = {m: i for i, m in zip(labels["index"], labels["mid"])}
     out = {}
-    for split in splits:
-        df = md.read_audioset_segments(root / md.AUDIOSET_SEGMENT_FILES[split], mids)
+    for split, names in splits.items():
+        df = md.read_audioset_split(root, names, mids)
         if limit is not None:
             df = df.head(limit)
         out[split] = [Segment(split, y, float(s), float(e))

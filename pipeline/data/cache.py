@@ -59,12 +59,14 @@ class CacheError(ValueError):
 def build_cache(dataset: str, root: str | os.PathLike, out: str | os.PathLike, *, sample_rate: int | None = None,
                 clip_seconds: float | None = None, channels: int | None = None, frames_per_clip: int | None = None,
                 image_size: int | None = None, on_error: str = "raise", progress: bool = True,
-                shard: tuple[int, int] | None = None, compression: str | None = None) -> dict:
+                shard: tuple[int, int] | None = None, compression: str | None = None,
+                train_segments: tuple[str, ...] | None = None) -> dict:
     """Build the cache of `dataset` from `root` into `out`; return cache_info(out).
 
     on_error='raise' stops at the first unreadable file; 'skip' leaves it out and records it in the `skipped`
     attribute (and in the returned info). shard=(i, n) caches only the i-th of n contiguous slices of the
     clips (merge the n files with merge_shards). compression: None, 'lzf' (fast) or 'gzip' for the waveforms.
+    train_segments: AudioSet's train segment lists (metadata.read).
     An existing complete cache built with the same parameters from the same source is kept as it is.
     """
     if on_error not in ("raise", "skip"):
@@ -80,11 +82,13 @@ def build_cache(dataset: str, root: str | os.PathLike, out: str | os.PathLike, *
         raise ValueError("audioset: frames_per_clip and image_size are required (the cache stores video frames)")
     if dataset == "imagenet" and not image_size:
         raise ValueError("imagenet: image_size is required")
-    meta = md.read(dataset, root)
+    meta = md.read(dataset, root, train_segments)
     fingerprint = source_fingerprint(meta)
     params = {"dataset": dataset, "root": str(root), "sample_rate": sample_rate, "clip_seconds": clip_seconds,
               "channels": channels, "frames_per_clip": frames_per_clip, "image_size": image_size,
               "on_error": on_error, "compression": compression}
+    if train_segments:
+        params["train_segments"] = list(train_segments)
     if shard is not None:
         params["shard"] = f"{shard[0]}/{shard[1]}"
         meta = _slice(meta, *shard)

@@ -25,7 +25,9 @@ ESC50_COLUMNS = ["filename", "fold", "target", "category", "esc10", "src_file", 
 US8K_COLUMNS = ["slice_file_name", "fsID", "start", "end", "salience", "fold", "classID", "class"]
 AUDIOSET_LABEL_COLUMNS = ["index", "mid", "display_name"]
 FOLDS = {"esc50": 5, "us8k": 10}
-AUDIOSET_SEGMENT_FILES = {"train": "balanced_train_segments.csv", "eval": "eval_segments.csv"}
+# split -> the official segment lists it is read from (the paper trains on balanced + unbalanced; the default
+# here is the balanced list only, params.yaml data.audioset.train_segments says which).
+AUDIOSET_SEGMENT_FILES = {"train": ("balanced_train_segments.csv",), "eval": ("eval_segments.csv",)}
 YTID_RE = re.compile(r"^[A-Za-z0-9_-]{11}$")
 WNID_RE = re.compile(r"^n\d{8}$")
 IMAGE_EXTENSIONS = {".jpeg", ".jpg", ".png"}
@@ -48,10 +50,13 @@ def class_name(raw: str) -> str:
     return raw.strip().replace("_", " ")
 
 
-def read(dataset: str, root: str | Path) -> Metadata:
+def read(dataset: str, root: str | Path, train_segments: tuple[str, ...] | None = None) -> Metadata:
+    """`train_segments`: AudioSet only, the segment lists of its train split (default: the balanced one)."""
     readers = {"esc50": read_esc50, "us8k": read_us8k, "audioset": read_audioset, "imagenet": read_imagenet}
     if dataset not in readers:
         raise ValueError(f"unknown dataset {dataset!r}; expected one of {sorted(readers)}")
+    if dataset == "audioset":
+        return read_audioset(root, train_segments)
     return readers[dataset](root)
 
 
@@ -244,22 +249,38 @@ def read_audioset_segments(path: str | Path, mids: dict[str, int]) -> pd.DataFra
     return pd.DataFrame(rows)
 
 
-def read_audioset(root: str | Path) -> Metadata:
+def segment_files(train_segments: tuple[str, ...] | None = None) -> dict[str, tuple[str, ...]]:
+    """split -> segment list file names, with the train split's lists chosen by `train_segments`."""
+    return {**AUDIOSET_SEGMENT_FILES, **({"train": tuple(train_segments)} if train_segments else {})}
+
+
+def read_audioset_split(root: Path, files: tuple[str, ...], mids: dict[str, int]) -> pd.DataFrame:
+    """The segments of one split, from one or more lists (balanced + unbalanced train), in file order."""
+    parts = [read_audioset_segments(root / name, mids).assign(list=name) for name in files]
+    df = pd.concat(parts, ignore_index=True)
+    dup = df.duplicated(["ytid", "start_seconds"])
+    if dup.any():
+        row = df[dup].iloc[0]
+        raise MetadataError(f"{root / row['list']}: row {row['row']}, column 'YTID': segment {row['ytid']} at "
+                            f"{row['start_seconds']} s is also in another list of the same split")
+    return df
+
+
+def read_audioset(root: str | Path, train_segments: tuple[str, ...] | None = None) -> Metadata:
     root = Path(root)
     labels = read_audioset_labels(root / "class_labels_indices.csv")
     mids = {m: i for i, m in zip(labels["index"], labels["mid"])}
+    files = segment_files(train_segments)
     parts = []
-    for split, fname in AUDIOSET_SEGMENT_FILES.items():
-        seg = read_audioset_segments(root / fname, mids)
-        seg["split"] = split
-        parts.append(seg)
+    for split, names in files.items():
+        parts.append(read_audioset_split(root, names, mids).assign(split=split))
     df = pd.concat(parts, ignore_index=True)
     # the same video in both splits would leak eval material into training
     train_ids = set(parts[0]["ytid"])
     leaked = sorted(set(parts[1]["ytid"]) & train_ids)
     if leaked:
-        raise MetadataError(f"{root / AUDIOSET_SEGMENT_FILES['eval']}: column 'YTID': {len(leaked)} video(s) also in "
-                            f"{AUDIOSET_SEGMENT_FILES['train']}, e.g. {leaked[:3]}")
+        raise MetadataError(f"{root / files['eval'][0]}: column 'YTID': {len(leaked)} video(s) also in "
+                            f"{', '.join(files['train'])}, e.g. {leaked[:3]}")
     stems = [f"{y}_{int(round(s * 1000))}" for y, s in zip(df["ytid"], df["start_seconds"])]
     df["source"] = [f"{s}.wav" for s in stems]
     df["path"] = [str(root / "audio" / f"{s}.wav") for s in stems]

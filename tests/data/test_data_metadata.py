@@ -136,3 +136,22 @@ def test_imagenet_errors(tmp_path, synthetic):
     (root / "LOC_synset_mapping.txt").write_text("n90000001 dog\nbad_wnid cat\n")
     with pytest.raises(MetadataError, match=r"LOC_synset_mapping\.txt: row 2, column 'wnid'"):
         md.read_imagenet(root)
+
+
+def test_audioset_train_split_from_balanced_and_unbalanced_lists(tmp_path, synthetic):
+    good = 'abcdefghijk, 30.000, 31.000, "/m/0bt9lr,/m/05tny_"\n'
+    other = 'zbcdefghijk, 10.000, 20.000, "/m/0bt9lr"\n'
+    root = _audioset(tmp_path, synthetic, [good])
+    header = "# a\n# b\n# YTID, start_seconds, end_seconds, positive_labels\n"
+    (root / "unbalanced_train_segments.csv").write_text(header + other)
+    lists = ("balanced_train_segments.csv", "unbalanced_train_segments.csv")
+    meta = md.read("audioset", root, train_segments=lists)
+    train = meta.items[meta.items["split"] == "train"]
+    assert list(train["ytid"]) == ["abcdefghijk", "zbcdefghijk"]  # the lists in the given order
+    assert len(md.read("audioset", root).items) == len(meta.items) - 1  # default: the balanced list only
+    (root / "unbalanced_train_segments.csv").write_text(header + other + good)
+    with pytest.raises(MetadataError, match=r"unbalanced_train_segments\.csv: row 5, column 'YTID': segment "
+                                            r"abcdefghijk at 30.0 s is also in another list"):
+        md.read("audioset", root, train_segments=lists)
+    with pytest.raises(MetadataError, match=r"nothere\.csv: metadata file not found"):
+        md.read("audioset", root, train_segments=("nothere.csv",))

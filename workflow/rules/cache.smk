@@ -1,4 +1,6 @@
 # Phase 2: decode each dataset once into an HDF5 cache at the model's sample rate.
+# AudioSet is too big for one file or one job: it is cached in data.audioset.shards slices, built in
+# parallel and each resumable on its own, then an index file reads them as one cache.
 
 
 rule cache:
@@ -6,9 +8,11 @@ rule cache:
         raw=lambda w: raw_input(w.dataset),
     output:
         f"{W}/cache/{{dataset}}.h5",
+    wildcard_constraints:
+        dataset="esc50|us8k|imagenet",
     params:
         args=ARGS,
-        settings=lambda w: section("data", w.dataset) + section("data", "sample_rate"),
+        settings=lambda w: section("data", w.dataset) + section("data", "sample_rate") + section("data", "cache_compression"),
     conda:
         CONDA_ENV
     log:
@@ -18,3 +22,40 @@ rule cache:
     threads: 1
     shell:
         "python -m pipeline cache --dataset {wildcards.dataset} --root {input.raw} --out {output} {params.args} --threads {threads} 2> {log}"
+
+
+rule cache_audioset_shard:
+    input:
+        raw=raw_input("audioset"),
+    output:
+        f"{W}/cache/audioset/shard-{{shard}}-of-{{shards}}.h5",
+    wildcard_constraints:
+        shard=r"\d+",
+        shards=r"\d+",
+    params:
+        args=ARGS,
+        shard=lambda w: f"{int(w.shard)}/{int(w.shards)}",
+        settings=section("data", "audioset") + section("data", "sample_rate") + section("data", "cache_compression"),
+    conda:
+        CONDA_ENV
+    log:
+        f"{LOGS}/cache/audioset/shard-{{shard}}-of-{{shards}}.log",
+    benchmark:
+        f"{LOGS}/benchmarks/cache/audioset/shard-{{shard}}-of-{{shards}}.tsv"
+    threads: 1
+    shell:
+        "python -m pipeline cache --dataset audioset --root {input.raw} --shard {params.shard} --out {output} {params.args} --threads {threads} 2> {log}"
+
+
+rule cache_audioset_index:
+    input:
+        layout.cache_shards(CFG, "audioset"),
+    output:
+        f"{W}/cache/audioset.h5",
+    conda:
+        CONDA_ENV
+    log:
+        f"{LOGS}/cache/audioset-index.log",
+    threads: 1
+    shell:
+        "python -m pipeline cache-merge {input} --out {output} 2> {log}"

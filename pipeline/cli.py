@@ -12,6 +12,7 @@ import logging
 import sys
 from pathlib import Path
 
+from pipeline.acquisition.download import DownloadError
 from pipeline.config import DEFAULT_PARAMS, ConfigError, load_config
 
 DATASETS = ("esc50", "us8k", "audioset", "imagenet")
@@ -44,6 +45,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True)
     _common(p)
 
+    p = sub.add_parser("acquire", help="download a dataset in its official layout (params data.download)")
+    p.add_argument("--dataset", choices=("esc50", "us8k", "audioset"), required=True)
+    p.add_argument("--root", type=Path, required=True, help="the dataset folder (data.<dataset>.root)")
+    _common(p)
+
+    p = sub.add_parser("fetch-weights", help="download a published weights file, sha256-verified")
+    p.add_argument("name", help="RN50.pt, CLIP.pt, AudioCLIP-Full-Training.pt, ..., resnext50_32x4d-7cdf4587.pth")
+    p.add_argument("--out", type=Path, required=True, help="where it goes (its file name must be NAME)")
+    _common(p)
+
     p = sub.add_parser("cache", help="decode a dataset once into an HDF5 cache")
     p.add_argument("--dataset", choices=DATASETS, required=True)
     p.add_argument("--root", type=Path, required=True, help="the dataset in its official layout")
@@ -65,8 +76,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stage", choices=("clip", "stage1", "stage2", "stage3"), required=True,
                    help="clip = the embedded profile's CLIP-head pre-training (model.clip_init: synthetic)")
     p.add_argument("--cache", type=Path, help="AudioSet HDF5 cache (every stage but clip)")
-    p.add_argument("--init", type=Path, help="checkpoint of the previous stage (stages 2 and 3)")
-    p.add_argument("--clip-init", type=Path, help="stage 2: pre-trained CLIP heads (model.clip_init: synthetic)")
+    p.add_argument("--init", type=Path, help="checkpoint of the previous stage (stages 2 and 3); stage 1: the "
+                                             "ImageNet ResNeXt weights (model.audio_init: imagenet)")
+    p.add_argument("--clip-init", type=Path, help="stage 2: the CLIP heads' weights (model.clip_init: openai: "
+                                                  "RN50.pt or CLIP.pt; synthetic: the clip stage's checkpoint)")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--run-dir", type=Path, required=True, help="resumable state of this job")
     _common(p)
@@ -129,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     try:
         return COMMANDS[args.command](args) or 0
-    except (ConfigError, ValueError, FileNotFoundError, NotImplementedError) as err:
+    except (ConfigError, ValueError, OSError, DownloadError) as err:
         # Bad input is reported in one line naming the file/key; tracebacks are for bugs (use -v).
         if getattr(args, "verbose", False):
             raise
@@ -151,6 +164,28 @@ def cmd_generate_data(args) -> None:
 
     cfg = _cfg(args)
     synthetic.generate(args.dataset, args.out, cfg["data"]["synthetic"][args.dataset], seed=cfg["seed"])
+
+
+def cmd_acquire(args) -> None:
+    from pipeline.acquisition import sources
+
+    cfg = _cfg(args)
+    spec = cfg["data"]["download"][args.dataset]
+    if args.dataset == "audioset":
+        coverage = sources.acquire_audioset(
+            args.root, spec["csv_url"], tuple(cfg["data"]["audioset"]["train_segments"]), video_url=spec["video_url"],
+            workers=spec["workers"], rate_limit_per_s=spec["rate_limit_per_s"],
+            frames_per_clip=cfg["data"]["audioset"]["frames_per_clip"], limit=spec["limit"])
+        print(json.dumps(coverage, indent=2))
+    else:
+        sources.acquire_archive_dataset(args.dataset, args.root, spec["url"], spec["checksum"], spec["clips"])
+
+
+def cmd_fetch_weights(args) -> None:
+    from pipeline.acquisition import sources
+
+    cfg = _cfg(args)
+    sources.acquire_weights(args.name, args.out, cfg["model"]["weights_url"])
 
 
 def cmd_cache(args) -> None:
@@ -199,7 +234,7 @@ def cmd_train(args) -> None:
     if args.stage == "clip":
         stages.pretrain_clip(cfg, args.out, args.run_dir, args.threads)
     elif args.stage == "stage1":
-        stages.train_stage1(cfg, args.cache, args.out, args.run_dir, args.threads)
+        stages.train_stage1(cfg, args.cache, args.out, args.run_dir, args.threads, args.init)
     elif args.init is None:
         raise ValueError(f"train --stage {args.stage} needs --init (the previous stage's checkpoint)")
     elif args.stage == "stage2":
@@ -348,6 +383,8 @@ def cmd_dvc_yaml(args) -> int:
 COMMANDS = {
     "generate-data": cmd_generate_data,
     "cache": cmd_cache,
+    "acquire": cmd_acquire,
+    "fetch-weights": cmd_fetch_weights,
     "cache-merge": cmd_cache_merge,
     "cache-info": cmd_cache_info,
     "train": cmd_train,

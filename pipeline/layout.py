@@ -23,8 +23,31 @@ STAGE_CHECKPOINT = {"standalone": "stage1.pt", "partial": "stage2_partial.pt", "
                     "clip": "clip_init.pt"}
 
 
+# torchvision's IMAGENET1K_V1 ResNeXt-50 32x4d: what the released code's `pretrained=True` loaded.
+IMAGENET_RESNEXT = "resnext50_32x4d-7cdf4587.pth"
+
+
 def raw_root(cfg: Config, dataset: str) -> str:
     return cfg["data"][dataset]["root"]
+
+
+def raw_target(cfg: Config, dataset: str) -> str:
+    """What marks a dataset as acquired: its folder, or for a fetched AudioSet the coverage report written
+    last (the folder itself must never be a Snakemake output: Snakemake deletes outputs before a rerun, and a
+    fetch that ran for days resumes from what is in it)."""
+    if dataset == "audioset" and cfg["data"]["source"] == "download":
+        return f"{raw_root(cfg, dataset)}/coverage.json"
+    return raw_root(cfg, dataset)
+
+
+def pretrained_weights(cfg: Config) -> dict[str, str]:
+    """role -> weights file the profile starts from: 'clip' (stage 2's CLIP heads), 'audio' (stage 1's trunk)."""
+    model, out = cfg["model"], {}
+    if model["clip_init"] == "openai":
+        out["clip"] = f"{model['weights_dir']}/{model['clip_weights']}"
+    if model["audio_init"] == "imagenet":
+        out["audio"] = f"{model['weights_dir']}/{IMAGENET_RESNEXT}"
+    return out
 
 
 def cache(cfg: Config, dataset: str) -> str:
@@ -44,8 +67,16 @@ def checkpoint(cfg: Config, model: str) -> str:
 
 
 def clip_init(cfg: Config) -> list[str]:
-    """The pre-trained CLIP heads stage 2 starts from, when the pipeline makes them (model.clip_init: synthetic)."""
-    return [checkpoint(cfg, "clip")] if cfg["model"]["clip_init"] == "synthetic" else []
+    """The CLIP heads stage 2 starts from: OpenAI's weights (clip_init: openai), the pipeline's synthetic
+    pre-training (synthetic), or nothing (none)."""
+    if cfg["model"]["clip_init"] == "synthetic":
+        return [checkpoint(cfg, "clip")]
+    return [pretrained_weights(cfg)["clip"]] if cfg["model"]["clip_init"] == "openai" else []
+
+
+def audio_init(cfg: Config) -> list[str]:
+    """The weights stage 1's trunk starts from (model.audio_init: imagenet), or nothing."""
+    return [pretrained_weights(cfg)["audio"]] if cfg["model"]["audio_init"] == "imagenet" else []
 
 
 def folds(cfg: Config, dataset: str) -> range:
@@ -83,10 +114,11 @@ def table_inputs(cfg: Config, table: str) -> list[str]:
 
 def phase_targets(cfg: Config) -> dict[str, list[str]]:
     """Every file each phase produces, in DAG order."""
+    made_clip_heads = [checkpoint(cfg, "clip")] if cfg["model"]["clip_init"] == "synthetic" else []
     return {
-        "data": [raw_root(cfg, d) for d in DATASETS],
+        "data": [*(raw_target(cfg, d) for d in DATASETS), *pretrained_weights(cfg).values()],
         "cache": [*(p for d in DATASETS for p in cache_shards(cfg, d)), *(cache(cfg, d) for d in DATASETS)],
-        "train": [*clip_init(cfg), *(checkpoint(cfg, m) for m in FINETUNE_MODES)],
+        "train": [*made_clip_heads, *(checkpoint(cfg, m) for m in FINETUNE_MODES)],
         "finetune": [p for d in FINETUNE_DATASETS for m in FINETUNE_MODES for p in finetune_metrics(cfg, d, m)],
         "evaluate": [*(zeroshot_metrics(cfg, d, m) for d in FINETUNE_DATASETS for m in CLIP_MODELS),
                      *(eval_metrics(cfg, "audioset", m) for m in FINETUNE_MODES),

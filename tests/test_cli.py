@@ -54,7 +54,7 @@ def test_training_stages_name_their_missing_inputs(capsys, argv):
     assert "needs --" in capsys.readouterr().err
 
 
-def test_openai_clip_init_says_it_is_not_built_yet(capsys, tmp_path):
+def test_openai_clip_init_needs_clip_weights(capsys, tmp_path):
     import yaml
 
     from pipeline.config import DEFAULT_PARAMS
@@ -66,4 +66,14 @@ def test_openai_clip_init_says_it_is_not_built_yet(capsys, tmp_path):
     code = main(["train", "--stage", "stage2", "--cache", "a.h5", "--init", "s1.pt", "--out", str(tmp_path / "o.pt"),
                  "--run-dir", str(tmp_path / "r"), "--params", str(path)])
     assert code == 2
-    assert "clip_init: openai needs OpenAI's CLIP RN50 weights" in capsys.readouterr().err
+    assert "clip_init: openai needs the CLIP weights (--clip-init RN50.pt or CLIP.pt)" in capsys.readouterr().err
+    import torch
+
+    from pipeline.models import create_model
+
+    torch.save(create_model("esresnext-fbsp-tiny").state_dict(), tmp_path / "audio.pt")
+    code = main(["train", "--stage", "stage2", "--cache", "a.h5", "--init", "s1.pt", "--out", str(tmp_path / "o.pt"),
+                 "--clip-init", str(tmp_path / "audio.pt"), "--run-dir", str(tmp_path / "r"), "--params", str(path)])
+    assert code == 2
+    assert "audio.pt: model.clip_init: openai takes CLIP RN50 weights (RN50.pt, CLIP.pt), this is esresnext" in \
+        capsys.readouterr().err

@@ -27,6 +27,7 @@ from pipeline.data.datasets import (AudioCacheDataset, audio_dataset, class_name
 from pipeline.evaluation import evaluate
 from pipeline.io import write_json
 from pipeline.models.checkpoints import load_audio_head
+from pipeline.models.weights import load_weights, read_weights
 from pipeline.models.factory import MODEL_CONFIGS, create_model
 from pipeline.models.loss import audioclip_loss, same_text_positives, standalone_loss
 from pipeline.training.engine import OptimSettings, Trainer, resolve_device, seed_everything
@@ -89,13 +90,22 @@ def _meta(cfg: Config, **extra: Any) -> dict[str, Any]:
 
 
 # --- stage 1 -----------------------------------------------------------------------------------------
-def train_stage1(cfg: Config, cache: Path, out: Path, run_dir: Path, threads: int | None = None) -> None:
+def train_stage1(cfg: Config, cache: Path, out: Path, run_dir: Path, threads: int | None = None,
+                 init: Path | None = None) -> None:
+    """`init`: the weights the trunk starts from (model.audio_init: imagenet = torchvision's ImageNet
+    ResNeXt-50 32x4d with the published adaptation, models/weights.py); None = the default initialisation."""
     device = _setup(cfg, threads)
     names = class_names(cache)
     kwargs = {"num_classes": len(names)}
     model = create_model(cfg["model"]["esresnext"], **kwargs)
-    # The paper's stage 1 starts from torchvision's ImageNet ResNeXt-50 weights; loading them comes with the
-    # weight acquisition (not built yet), so both profiles start from the default initialisation for now.
+    if (cfg["model"]["audio_init"] == "imagenet") != (init is not None):
+        raise ValueError(f"model.audio_init is {cfg['model']['audio_init']!r}: stage 1 needs --init <ImageNet ResNeXt "
+                         f"weights> exactly when it is 'imagenet'")
+    if init is not None:
+        weights = read_weights(init)
+        if weights.kind != "resnext":
+            raise ValueError(f"{init}: stage 1 starts from torchvision ImageNet ResNeXt weights, this is {weights.kind}")
+        load_weights(model, weights)
     train_set = audio_dataset(cfg.settings, cache, "audioset", split_indices(cache, "train"), train=True)
 
     def loss_fn(m, batch):
@@ -104,8 +114,8 @@ def train_stage1(cfg: Config, cache: Path, out: Path, run_dir: Path, threads: in
     history = Trainer(model=model, loss_fn=loss_fn, param_groups=param_groups(model),
                       settings=OptimSettings.from_dict(cfg["train"]["stage1"]), train_dataset=train_set,
                       collate=collate, run_dir=run_dir, device=device, seed=cfg["seed"],
-                      num_workers=cfg["train"]["num_workers"], fingerprint=fingerprint(cfg, "stage1", cache),
-                      desc="stage1").fit()
+                      num_workers=cfg["train"]["num_workers"],
+                      fingerprint=fingerprint(cfg, "stage1", cache, *([init] if init else [])), desc="stage1").fit()
     save_model(out, model, cfg["model"]["esresnext"], kwargs,
                _meta(cfg, stage="stage1", class_names=names, history=history))
 
@@ -123,9 +133,13 @@ def _clip_heads(cfg: Config, clip_init: Path | None) -> torch.nn.Module:
     model = create_model(cfg["model"]["audioclip"])
     source = cfg["model"]["clip_init"]
     if source == "openai":
-        raise NotImplementedError(
-            "model.clip_init: openai needs OpenAI's CLIP RN50 weights, whose acquisition is not built yet; "
-            "use clip_init: synthetic or none")
+        if clip_init is None:
+            raise ValueError("model.clip_init: openai needs the CLIP weights (--clip-init RN50.pt or CLIP.pt)")
+        weights = read_weights(clip_init)
+        if weights.kind != "clip":
+            raise ValueError(f"{clip_init}: model.clip_init: openai takes CLIP RN50 weights (RN50.pt, CLIP.pt), "
+                             f"this is {weights.kind}")
+        load_weights(model, weights)
     if source == "synthetic":
         if clip_init is None:
             raise ValueError("model.clip_init: synthetic needs the pre-trained CLIP heads (--clip-init)")

@@ -12,6 +12,7 @@ rule cache:
         dataset="esc50|us8k|imagenet",
     params:
         args=ARGS,
+        root=lambda w, input: raw_folder(input.raw),
         settings=lambda w: section("data", w.dataset) + section("data", "sample_rate") + section("data", "cache_compression"),
     conda:
         CONDA_ENV
@@ -21,7 +22,7 @@ rule cache:
         f"{LOGS}/benchmarks/cache/{{dataset}}.tsv"
     threads: 1
     shell:
-        "python -m pipeline cache --dataset {wildcards.dataset} --root {input.raw} --out {output} {params.args} --threads {threads} 2> {log}"
+        "python -m pipeline cache --dataset {wildcards.dataset} --root {params.root} --out {output} {params.args} --threads {threads} 2> {log}"
 
 
 rule cache_audioset_shard:
@@ -34,6 +35,7 @@ rule cache_audioset_shard:
         shards=r"\d+",
     params:
         args=ARGS,
+        root=lambda w, input: raw_folder(input.raw),
         shard=lambda w: f"{int(w.shard)}/{int(w.shards)}",
         settings=section("data", "audioset") + section("data", "sample_rate") + section("data", "cache_compression"),
     conda:
@@ -44,7 +46,7 @@ rule cache_audioset_shard:
         f"{LOGS}/benchmarks/cache/audioset/shard-{{shard}}-of-{{shards}}.tsv"
     threads: 1
     shell:
-        "python -m pipeline cache --dataset audioset --root {input.raw} --shard {params.shard} --out {output} {params.args} --threads {threads} 2> {log}"
+        "python -m pipeline cache --dataset audioset --root {params.root} --shard {params.shard} --out {output} {params.args} --threads {threads} 2> {log}"
 
 
 rule cache_audioset_index:

@@ -1,6 +1,7 @@
 # Shared set-up: the resolved profile, paths, and the command prefix every rule uses.
 # Logic lives in the package (pipeline/); rules only say what goes in and out.
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -57,7 +58,14 @@ def section(*keys):
 
 
 def raw_input(dataset):
-    return layout.raw_root(CFG, dataset)
+    """The input of a cache job: the dataset folder, or the coverage report of a fetched AudioSet."""
+    return layout.raw_target(CFG, dataset)
+
+
+def raw_folder(raw):
+    """The dataset folder behind the `raw` input of a cache job (for a fetched AudioSet, a file in it)."""
+    raw = Path(raw)
+    return str(raw.parent if raw.name == "coverage.json" else raw)
 
 
 def checkpoint_of(model):

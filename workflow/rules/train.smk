@@ -24,11 +24,13 @@ rule pretrain_clip:
 rule train_stage1:
     input:
         cache=f"{W}/cache/audioset.h5",
+        init=layout.audio_init(CFG),
     output:
         checkpoint_of("standalone"),
     params:
         args=ARGS,
         run_dir=f"{W}/runs/stage1",
+        init=" ".join(f"--init {p}" for p in layout.audio_init(CFG)),
         settings=section("train", "stage1") + section("augment") + section("model"),
     conda:
         CONDA_ENV
@@ -38,7 +40,7 @@ rule train_stage1:
         f"{LOGS}/benchmarks/train/stage1.tsv"
     threads: TRAIN_THREADS
     shell:
-        "python -m pipeline train --stage stage1 --cache {input.cache} --out {output} --run-dir {params.run_dir}"
+        "python -m pipeline train --stage stage1 --cache {input.cache} {params.init} --out {output} --run-dir {params.run_dir}"
         " {params.args} --threads {threads} 2> {log}"
 
 

@@ -94,13 +94,13 @@ def train_stage1(cfg: Config, cache: Path, out: Path, run_dir: Path, threads: in
                  init: Path | None = None) -> None:
     """`init`: the weights the trunk starts from (model.audio_init: imagenet = torchvision's ImageNet
     ResNeXt-50 32x4d with the published adaptation, models/weights.py); None = the default initialisation."""
+    if (cfg["model"]["audio_init"] == "imagenet") != (init is not None):
+        raise ValueError(f"model.audio_init is {cfg['model']['audio_init']!r}: stage 1 needs --init <ImageNet ResNeXt "
+                         f"weights> exactly when it is 'imagenet'")
     device = _setup(cfg, threads)
     names = class_names(cache)
     kwargs = {"num_classes": len(names)}
     model = create_model(cfg["model"]["esresnext"], **kwargs)
-    if (cfg["model"]["audio_init"] == "imagenet") != (init is not None):
-        raise ValueError(f"model.audio_init is {cfg['model']['audio_init']!r}: stage 1 needs --init <ImageNet ResNeXt "
-                         f"weights> exactly when it is 'imagenet'")
     if init is not None:
         weights = read_weights(init)
         if weights.kind != "resnext":

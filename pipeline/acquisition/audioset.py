@@ -34,13 +34,13 @@ import shutil
 import tempfile
 import threading
 import time
-import wave
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
 import ffmpeg
+import soundfile as sf
 import yt_dlp
 from tqdm import tqdm
 
@@ -235,9 +235,10 @@ def _cut_audio(media: Path, stream: int, seg: Segment, out: Path, sample_rate: i
     _run(ffmpeg.input(_src(media), ss=f"{seg.start:.3f}", t=f"{window:.3f}")[str(stream)]
          .output(_src(out), format="wav", acodec="pcm_s16le", map_metadata="-1", **rate))
     try:
-        with wave.open(str(out), "rb") as w:
-            seconds = w.getnframes() / w.getframerate()
-    except (wave.Error, EOFError) as err:
+        # soundfile, not the wave module: ffmpeg writes WAVE_FORMAT_EXTENSIBLE for more than 2 channels
+        info = sf.info(str(out))
+        seconds = info.frames / info.samplerate
+    except (sf.LibsndfileError, RuntimeError) as err:
         raise _Unavailable(f"audio cut failed: {err}") from None
     if seconds < window - SHORT_TOLERANCE_S:
         raise _Unavailable(f"shorter than its window: {seconds:.2f} s of audio in [{seg.start}, {seg.end}]")

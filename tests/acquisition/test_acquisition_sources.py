@@ -124,3 +124,33 @@ def test_weights_urls_and_verification(server, tmp_path):
         sources.acquire_weights("resnext50_32x4d-7cdf4587.pth", tmp_path / "w" / "resnext50_32x4d-7cdf4587.pth",
                                 base_url=server.url(""), retries=0)
     assert not (tmp_path / "w" / "resnext50_32x4d-7cdf4587.pth").exists()
+
+
+def test_a_real_video_becomes_an_audioset_clip(server, realdata, tmp_path):
+    """bigbuckbunny.mp4 (6-channel AAC at 48 kHz, H.264) served as one AudioSet segment: yt-dlp, ffmpeg, the
+    cache builder and the loader all see the real codecs."""
+    import soundfile as sf
+
+    from pipeline.acquisition.audioset import fetch_audioset
+    from pipeline.data.cache import build_cache, cache_info
+
+    for ytid in ("realVideo01", "realVideo02"):
+        shutil.copy(realdata / "video" / "bigbuckbunny.mp4", server.root / f"{ytid}.mp4")
+    root = tmp_path / "audioset"
+    root.mkdir()
+    (root / "class_labels_indices.csv").write_text('index,mid,display_name\n0,/m/0jbk,"Animal"\n')
+    header = "# a\n# b\n# YTID, start_seconds, end_seconds, positive_labels\n"
+    (root / "balanced_train_segments.csv").write_text(header + 'realVideo01, 1.000, 3.000, "/m/0jbk"\n')
+    (root / "eval_segments.csv").write_text(header)
+    with pytest.raises(Exception, match="no segments"):  # an empty eval list is a broken download, not a split
+        fetch_audioset(root, url_template=f"http://127.0.0.1:{server.port}/{{ytid}}.mp4", rate_limit_per_s=None)
+    (root / "eval_segments.csv").write_text(header + 'realVideo02, 3.000, 5.000, "/m/0jbk"\n')
+    coverage = fetch_audioset(root, url_template=f"http://127.0.0.1:{server.port}/{{ytid}}.mp4", workers=1,
+                              rate_limit_per_s=None, frames_per_clip=3)
+    assert coverage["train"]["fetched"] == coverage["eval"]["fetched"] == 1
+    audio, rate = sf.read(root / "audio" / "realVideo01_1000.wav")
+    assert rate == 48000 and abs(len(audio) - 2 * 48000) <= 1
+    assert len(list((root / "frames" / "realVideo01_1000").glob("*.jpg"))) == 3
+    info = build_cache("audioset", root, tmp_path / "as.h5", sample_rate=44100, clip_seconds=2.0, channels=1,
+                       frames_per_clip=3, image_size=32, progress=False)
+    assert info["n_clips"] == 2 and info["with_video"] == 2 and info["clip_samples"] == 88200

@@ -1,6 +1,8 @@
 # Phase 2: decode each dataset once into an HDF5 cache at the model's sample rate.
 # AudioSet is too big for one file or one job: it is cached in data.audioset.shards slices, built in
-# parallel and each resumable on its own, then an index file reads them as one cache.
+# parallel and each resumable on its own, then an index file reads them as one cache. Its segments whose
+# video could not be had are skipped and listed in the cache (`cache-info`: skipped); ESC-50, US8K and ImageNet
+# stop at the first unreadable file.
 
 
 rule cache:
@@ -46,7 +48,7 @@ rule cache_audioset_shard:
         f"{LOGS}/benchmarks/cache/audioset/shard-{{shard}}-of-{{shards}}.tsv"
     threads: 1
     shell:
-        "python -m pipeline cache --dataset audioset --root {params.root} --shard {params.shard} --out {output} {params.args} --threads {threads} 2> {log}"
+        "python -m pipeline cache --dataset audioset --root {params.root} --shard {params.shard} --on-error skip --out {output} {params.args} --threads {threads} 2> {log}"
 
 
 rule cache_audioset_index:

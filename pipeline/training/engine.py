@@ -1,22 +1,27 @@
 """One training loop for every stage: SGD with Nesterov momentum, exponential LR decay per epoch,
-an atomic checkpoint after every epoch, and resumption from it.
+atomic checkpoints after every epoch and every few minutes inside one, and resumption from the exact step.
 
 The stage code (stages.py) decides *what* trains (parameter groups, loss, evaluation); this file only
-decides *how*. Data order is a function of (seed, epoch), so a job restarted from its last checkpoint sees
-the same batches an uninterrupted run would have seen.
+decides *how*. Data order is a function of (seed, epoch) (EpochOrder), augmentations of (seed, epoch, clip)
+(datasets.py), so a job restarted from a checkpoint taken after step k of epoch e skips the first k batches of
+the same permutation and, in deterministic mode, ends with the same weights and metrics as an uninterrupted
+run. A checkpoint holds the model, optimizer, scheduler, RNG states, the history and the partial epoch's
+running sums. SIGTERM (SLURM preemption, `scancel`) saves a checkpoint at the next step boundary and stops.
 """
 
 from __future__ import annotations
 
 import logging
 import random
+import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
+import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm import tqdm
 
 from pipeline.io import save_torch
@@ -73,8 +78,44 @@ def build_optimizer(param_groups: list[dict], s: OptimSettings) -> torch.optim.O
     return torch.optim.SGD(groups, lr=s.lr, momentum=s.momentum, nesterov=s.nesterov, weight_decay=s.weight_decay)
 
 
+class Preempted(SystemExit):
+    """SIGTERM arrived: the state was saved at a step boundary; rerunning the job resumes from it."""
+
+    def __init__(self, desc: str, epoch: int, step: int):
+        super().__init__(f"{desc}: stopped by SIGTERM after step {step} of epoch {epoch + 1}; state saved, "
+                         f"rerun to resume")
+
+
+class EpochOrder(Sampler[int]):
+    """The clips of one epoch in a permutation fixed by (seed, epoch), from batch `start_batch` on.
+
+    With drop_last the permutation is cut to whole batches first (the released trainer drops the last partial
+    batch), so skipping k batches on resume skips exactly what k steps consumed."""
+
+    def __init__(self, n: int, batch_size: int, seed: int, epoch: int, start_batch: int = 0, drop_last: bool = True):
+        self.n, self.batch_size, self.start = n, batch_size, start_batch * batch_size
+        self.drop_last = drop_last and n >= batch_size  # a set smaller than one batch keeps its only batch
+        self.generator_seed = seed * 1_000_003 + epoch
+
+    def _order(self) -> list[int]:
+        g = torch.Generator().manual_seed(self.generator_seed)
+        order = torch.randperm(self.n, generator=g).tolist()
+        if self.drop_last:
+            order = order[: self.n // self.batch_size * self.batch_size]
+        return order[self.start:]
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self._order())
+
+    def __len__(self) -> int:
+        return len(self._order())
+
+
 class Trainer:
-    """Runs `settings.epochs` epochs of `loss_fn(model, batch)`; `eval_fn(model)` after each epoch."""
+    """Runs `settings.epochs` epochs of `loss_fn(model, batch)`; `eval_fn(model)` after each epoch.
+
+    checkpoint_seconds / checkpoint_every_steps: also save inside an epoch after that much time / that many
+    steps (None: only at epoch ends)."""
 
     def __init__(
         self,
@@ -93,6 +134,8 @@ class Trainer:
         frozen_modules: list[torch.nn.Module] = (),
         fingerprint: str = "",
         desc: str = "train",
+        checkpoint_seconds: float | None = None,
+        checkpoint_every_steps: int | None = None,
     ) -> None:
         self.model = model.to(device)
         self.loss_fn = loss_fn
@@ -110,19 +153,27 @@ class Trainer:
         self.desc = desc
         self.optimizer = build_optimizer(param_groups, settings)
         self.scheduler = torch.optim.lr_scheduler.ExponentialLR(self.optimizer, gamma=settings.gamma)
+        self.checkpoint_seconds = checkpoint_seconds
+        self.checkpoint_every_steps = checkpoint_every_steps
         self.history: list[dict[str, Any]] = []
         self.start_epoch = 0
+        self.start_step = 0  # batches of start_epoch already trained (a mid-epoch checkpoint)
+        self.partial: dict[str, float] = {}  # that epoch's running sums so far
+        self._stop_requested = False
 
     # -- checkpointing -------------------------------------------------------------------------------
     @property
     def checkpoint_path(self) -> Path:
         return self.run_dir / CHECKPOINT_NAME
 
-    def _save(self, epoch: int) -> None:
+    def _save(self, epoch: int, step: int, sums: dict[str, float]) -> None:
+        """State before batch `step` of `epoch` (step 0: the epoch has not started)."""
         save_torch(
             self.checkpoint_path,
             {
                 "epoch": epoch,
+                "step": step,
+                "sums": dict(sums),
                 "fingerprint": self.fingerprint,
                 "model": self.model.state_dict(),
                 "optimizer": self.optimizer.state_dict(),
@@ -130,6 +181,7 @@ class Trainer:
                 "history": self.history,
                 "torch_rng": torch.get_rng_state(),
                 "python_rng": random.getstate(),
+                "numpy_rng": _numpy_state(),
             },
         )
 
@@ -137,8 +189,8 @@ class Trainer:
         if not self.checkpoint_path.exists():
             return
         state = torch.load(self.checkpoint_path, map_location=self.device, weights_only=True)
-        if state.get("fingerprint") != self.fingerprint:
-            log.warning("%s: %s belongs to another configuration or input; starting afresh",
+        if state.get("fingerprint") != self.fingerprint or "step" not in state:
+            log.warning("%s: %s belongs to another configuration, input or format; starting afresh",
                         self.desc, self.checkpoint_path)
             return
         self.model.load_state_dict(state["model"])
@@ -147,22 +199,24 @@ class Trainer:
         self.history = list(state["history"])
         torch.set_rng_state(state["torch_rng"].cpu())
         random.setstate(_as_tuple(state["python_rng"]))
-        self.start_epoch = int(state["epoch"]) + 1
-        log.info("resumed %s from %s after epoch %d", self.desc, self.checkpoint_path, state["epoch"])
+        _set_numpy_state(state["numpy_rng"])
+        self.start_epoch, self.start_step = int(state["epoch"]), int(state["step"])
+        self.partial = {k: float(v) for k, v in state["sums"].items()}
+        log.info("resumed %s from %s at epoch %d, step %d", self.desc, self.checkpoint_path, self.start_epoch + 1,
+                 self.start_step)
 
     # -- the loop ------------------------------------------------------------------------------------
-    def _loader(self, epoch: int) -> DataLoader:
-        g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+    def _loader(self, epoch: int, start_batch: int) -> DataLoader:
         if hasattr(self.dataset, "set_epoch"):
             self.dataset.set_epoch(epoch)  # per-epoch augmentation randomness, independent of workers
-        n = len(self.dataset)
+        order = EpochOrder(len(self.dataset), self.settings.batch_size, self.seed, epoch, start_batch)
         return DataLoader(
             self.dataset,
             batch_size=self.settings.batch_size,
-            shuffle=True,
-            generator=g,
-            # The released trainer drops the last partial batch; a set smaller than one batch keeps it.
-            drop_last=n >= self.settings.batch_size,
+            sampler=order,
+            # its own generator: a DataLoader otherwise draws its workers' base seed from the global RNG, which
+            # would shift that stream by one draw on every resume
+            generator=torch.Generator().manual_seed(order.generator_seed),
             num_workers=self.num_workers,
             collate_fn=self.collate,
             persistent_workers=False,
@@ -171,40 +225,59 @@ class Trainer:
 
     def fit(self) -> list[dict[str, Any]]:
         self._resume()
-        for epoch in range(self.start_epoch, self.settings.epochs):
-            self.history.append(self._train_epoch(epoch))
-            self.scheduler.step()
-            self._save(epoch)
+        previous = signal.signal(signal.SIGTERM, self._request_stop)
+        try:
+            for epoch in range(self.start_epoch, self.settings.epochs):
+                start = self.start_step if epoch == self.start_epoch else 0
+                sums = self.partial if epoch == self.start_epoch else {}
+                self.history.append(self._train_epoch(epoch, start, sums))
+                self.scheduler.step()
+                self._save(epoch + 1, 0, {})
+        finally:
+            signal.signal(signal.SIGTERM, previous)
         return self.history
 
-    def _train_epoch(self, epoch: int) -> dict[str, Any]:
+    def _request_stop(self, signum, frame) -> None:
+        self._stop_requested = True  # acted on at the next step boundary, where the state is consistent
+
+    def _train_epoch(self, epoch: int, start_batch: int, sums: dict[str, float]) -> dict[str, Any]:
         self.model.train()
         for module in self.frozen_modules:  # frozen heads keep their BatchNorm statistics
             module.eval()
         lr = self.optimizer.param_groups[0]["lr"]
-        total, n_clips, n_steps = 0.0, 0, 0
-        t0 = time.perf_counter()
-        bar = tqdm(self._loader(epoch), desc=f"{self.desc} epoch {epoch + 1}/{self.settings.epochs}",
+        sums = {"loss": 0.0, "steps": 0.0, "clips": 0.0, "seconds": 0.0, **sums}
+        step = start_batch
+        t0 = last_save = time.perf_counter()
+        bar = tqdm(self._loader(epoch, start_batch), desc=f"{self.desc} epoch {epoch + 1}/{self.settings.epochs}",
                    leave=False, mininterval=2.0)
         for batch in bar:
             batch = _to_device(batch, self.device)
             loss = self.loss_fn(self.model, batch)
             if not torch.isfinite(loss):
-                raise FloatingPointError(f"{self.desc}: loss is {loss.item()} at epoch {epoch + 1}, step {n_steps}")
+                raise FloatingPointError(f"{self.desc}: loss is {loss.item()} at epoch {epoch + 1}, step {step}")
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
-            total += loss.item()
-            n_steps += 1
-            n_clips += len(batch["index"])
+            step += 1
+            sums["loss"] += loss.item()
+            sums["steps"] += 1
+            sums["clips"] += len(batch["index"])
             bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
-        seconds = time.perf_counter() - t0
+            now = time.perf_counter()
+            due = (self.checkpoint_every_steps and step % self.checkpoint_every_steps == 0) or \
+                (self.checkpoint_seconds is not None and now - last_save >= self.checkpoint_seconds)
+            if due or self._stop_requested:
+                self._save(epoch, step, {**sums, "seconds": sums["seconds"] + now - t0})
+                last_save = now
+                if self._stop_requested:
+                    raise Preempted(self.desc, epoch, step)
+        seconds = sums["seconds"] + time.perf_counter() - t0
         record: dict[str, Any] = {
             "epoch": epoch + 1,
             "lr": lr,
-            "loss": total / max(n_steps, 1),
+            "loss": sums["loss"] / max(sums["steps"], 1),
             "train_seconds": seconds,
-            "clips_per_second": n_clips / seconds if seconds > 0 else 0.0,
+            "clips_per_second": sums["clips"] / seconds if seconds > 0 else 0.0,
         }
         if self.eval_fn is not None:
             record.update(self.eval_fn(self.model))
@@ -214,6 +287,17 @@ class Trainer:
 
 def _to_device(batch: dict, device: torch.device) -> dict:
     return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+
+
+def _numpy_state() -> dict[str, Any]:
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    return {"name": name, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": pos, "has_gauss": has_gauss,
+            "cached": cached}
+
+
+def _set_numpy_state(state: dict[str, Any]) -> None:
+    np.random.set_state((state["name"], state["keys"].numpy().astype(np.uint32), int(state["pos"]),
+                         int(state["has_gauss"]), float(state["cached"])))
 
 
 def _as_tuple(x: Any) -> Any:

@@ -115,6 +115,7 @@ def train_stage1(cfg: Config, cache: Path, out: Path, run_dir: Path, threads: in
                       settings=OptimSettings.from_dict(cfg["train"]["stage1"]), train_dataset=train_set,
                       collate=collate, run_dir=run_dir, device=device, seed=cfg["seed"],
                       num_workers=cfg["train"]["num_workers"],
+                      checkpoint_seconds=60 * cfg["train"]["checkpoint_minutes"],
                       fingerprint=fingerprint(cfg, "stage1", cache, *([init] if init else [])), desc="stage1").fit()
     save_model(out, model, cfg["model"]["esresnext"], kwargs,
                _meta(cfg, stage="stage1", class_names=names, history=history))
@@ -172,6 +173,7 @@ def pretrain_clip(cfg: Config, out: Path, run_dir: Path, threads: int | None = N
                       settings=OptimSettings.from_dict(cfg["train"]["clip_pretrain"]), train_dataset=train_set,
                       collate=collate, run_dir=run_dir, device=device, seed=cfg["seed"],
                       num_workers=cfg["train"]["num_workers"], frozen_modules=[model.audio],
+                      checkpoint_seconds=60 * cfg["train"]["checkpoint_minutes"],
                       fingerprint=fingerprint(cfg, "clip"), desc="clip").fit()
     save_model(out, model, name, {}, _meta(cfg, stage="clip", captions=[t for _, t in train_set.pairs],
                                            history=history))
@@ -202,6 +204,7 @@ def _audioclip_stage(cfg: Config, stage: str, init: Path, cache: Path, out: Path
                       settings=OptimSettings.from_dict(cfg["train"][stage]), train_dataset=train_set,
                       collate=collate, run_dir=run_dir, device=device, seed=cfg["seed"],
                       num_workers=cfg["train"]["num_workers"], frozen_modules=frozen,
+                      checkpoint_seconds=60 * cfg["train"]["checkpoint_minutes"],
                       fingerprint=fingerprint(cfg, stage, *inputs), desc=stage).fit()
     save_model(out, model, name, {}, _meta(cfg, stage=stage, class_names=class_names(cache), history=history))
 
@@ -254,7 +257,8 @@ def finetune(cfg: Config, dataset: str, fold: int, mode: str, init: Path, cache:
     history = Trainer(model=model, loss_fn=loss_fn, param_groups=param_groups(model), settings=settings,
                       train_dataset=train_set, collate=collate, run_dir=run_dir, device=device,
                       seed=cfg["seed"] + fold, num_workers=cfg["train"]["num_workers"], eval_fn=eval_fn,
-                      frozen_modules=frozen, fingerprint=fingerprint(cfg, f"finetune/{dataset}/{mode}/{fold}", init, cache),
+                      frozen_modules=frozen, checkpoint_seconds=60 * cfg["train"]["checkpoint_minutes"],
+                      fingerprint=fingerprint(cfg, f"finetune/{dataset}/{mode}/{fold}", init, cache),
                       desc=f"finetune {dataset} {mode} fold {fold}").fit()
     accuracies = [h["accuracy"] for h in history]
     result = {

@@ -33,4 +33,5 @@ rule all:
         layout.phase_targets(CFG)["evaluate"],
         expand("results/{table}.csv", table=layout.TABLES),
         "results/metrics.json",
+        "results/mlflow_jobs.json",
     default_target: True

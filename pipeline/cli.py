@@ -126,6 +126,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-mlflow", action="store_true", help="skip MLflow logging")
     _common(p)
 
+    p = sub.add_parser("track-jobs", help="log every job's per-epoch history and metrics to MLflow, one run per job "
+                                          "nested under the pipeline invocation's run")
+    p.add_argument("files", type=Path, nargs="+", help="metric JSONs and stage checkpoints")
+    p.add_argument("--invocation", required=True, help="id of this pipeline invocation (Snakemake sets it)")
+    p.add_argument("--out", type=Path, required=True, help="JSON: job -> MLflow run id")
+    _common(p)
+
     p = sub.add_parser("metrics-json", help="flatten table CSVs into one metrics file (for DVC)")
     p.add_argument("tables", type=Path, nargs="+", help="results/tableN.csv files")
     p.add_argument("--out", type=Path, required=True)
@@ -349,6 +356,16 @@ def cmd_tables(args) -> None:
             tracking.log_table_cells(name, df, profile=cfg.profile, params_hash=cfg.params_hash, git_commit=commit)
 
 
+def cmd_track_jobs(args) -> None:
+    from pipeline.io import write_json
+    from pipeline.reporting import tracking
+
+    cfg = _cfg(args)
+    runs = tracking.log_jobs(args.files, invocation=args.invocation, profile=cfg.profile, params_hash=cfg.params_hash,
+                             git_commit=tracking.git_commit())
+    write_json(args.out, {"invocation": args.invocation, "runs": runs})
+
+
 def cmd_metrics_json(args) -> None:
     import pandas as pd
 
@@ -393,6 +410,7 @@ COMMANDS = {
     "classify": cmd_classify,
     "embed": cmd_embed,
     "tables": cmd_tables,
+    "track-jobs": cmd_track_jobs,
     "metrics-json": cmd_metrics_json,
     "dvc-yaml": cmd_dvc_yaml,
 }

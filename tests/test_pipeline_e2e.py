@@ -117,16 +117,32 @@ def test_each_rule_writes_its_log(smoke):
 
 def test_mlflow_holds_every_table_cell_with_provenance(smoke):
     db = sqlite3.connect(smoke["repo"] / "mlflow.db")
-    runs = dict(db.execute("select run_uuid, name from runs").fetchall())
+    tables = "(select experiment_id from experiments where name = 'audioclip-tables')"
+    runs = dict(db.execute(f"select run_uuid, name from runs where experiment_id = {tables}").fetchall())
     assert sorted(runs.values()) == [f"table{n}-embedded" for n in range(1, 5)]
-    n_metrics = db.execute("select count(*) from metrics").fetchone()[0]
+    n_metrics = db.execute(f"select count(*) from metrics where run_uuid in "
+                           f"(select run_uuid from runs where experiment_id = {tables})").fetchone()[0]
     assert n_metrics == 3 + 16 + 10 + 42  # every measured cell of our rows, once
     for key in ("profile", "table", "git_commit", "params_hash"):
-        values = {v for (v,) in db.execute("select value from tags where key = ?", (key,))}
+        values = {v for (v,) in db.execute(f"select value from tags where key = ? and run_uuid in "
+                                           f"(select run_uuid from runs where experiment_id = {tables})", (key,))}
         assert len(values) == (4 if key == "table" else 1), (key, values)
     assert {v for (v,) in db.execute("select value from tags where key = 'profile'")} == {"embedded"}
     paper = dict(db.execute("select key, value from tags where key like 'cell.table3.%.paper'").fetchall())
     assert paper["cell.table3.audioclip_full_training.on_target.esc50.paper"] == "97.15"
+
+
+def test_mlflow_nests_every_job_under_the_pipeline_run(smoke):
+    db = sqlite3.connect(smoke["repo"] / "mlflow.db")
+    parents = db.execute("select r.run_uuid from runs r join tags t on r.run_uuid = t.run_uuid "
+                         "where t.key = 'kind' and t.value = 'pipeline'").fetchall()
+    assert len(parents) == 1
+    children = dict(db.execute("select r.name, r.run_uuid from runs r join tags t on r.run_uuid = t.run_uuid "
+                               "where t.key = 'mlflow.parentRunId' and t.value = ?", parents[0]).fetchall())
+    assert len(children) == 4 + 45 + 11  # clip, stage1-3; the fine-tuning folds; the evaluation jobs
+    epochs = db.execute("select step from metrics where key = 'accuracy' and run_uuid = ? order by step",
+                        (children["finetune/us8k/full/fold3"],)).fetchall()
+    assert [s for (s,) in epochs][:7] == [1, 2, 3, 4, 5, 6, 7]  # one point per epoch, then the final value
 
 
 def test_rerun_after_success_does_nothing(smoke):

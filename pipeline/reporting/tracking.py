@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import math
 import os
 import random
@@ -189,3 +190,86 @@ def log_table_cells(
             raise
         with_retry(lambda: client.set_terminated(run_id, "FINISHED"))
     return run_id
+
+
+# -----------------------------------------------------------------------------
+# training and evaluation jobs: one run per job, nested under one run per pipeline invocation
+
+JOB_EXPERIMENT = "audioclip-jobs"
+HISTORY_METRICS = ("loss", "lr", "accuracy", "clips_per_second", "train_seconds")
+
+
+def job_record(path: str | Path) -> dict[str, Any]:
+    """What one job left behind, as {name, tags, history, metrics}: a metric JSON (fine-tuning, evaluation) or
+    a stage checkpoint (its meta holds the per-epoch history)."""
+    path = Path(path)
+    if path.suffix == ".json":
+        blob = json.loads(path.read_text())
+        tags = {k: blob.get(k) for k in ("kind", "dataset", "model", "fold", "n_items", "checkpoint")}
+        metrics = _flatten(blob.get("metrics", {}))
+        history = blob.get("history", [])
+    else:
+        import torch
+
+        blob = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        meta = blob.get("meta", {})
+        tags = {"kind": "train", "stage": meta.get("stage"), "model": blob.get("model_name")}
+        history = meta.get("history", [])
+        metrics = {}
+    # metric files are named by their place under <workdir>/metrics/ (finetune/esc50/full/fold2), stages by stem
+    parts = path.with_suffix("").parts
+    name = "/".join(parts[len(parts) - parts[::-1].index("metrics"):]) if "metrics" in parts else path.stem
+    return {"name": name, "tags": {k: v for k, v in tags.items() if v is not None}, "history": history,
+            "metrics": metrics}
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, float]:
+    """{"folds": {"1": 0.5}} -> {"folds.1": 0.5}; keys slugged, non-numbers dropped."""
+    out = {}
+    for k, v in d.items():
+        key = prefix + _slug(str(k))
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{key}."))
+        elif isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
+            out[key] = float(v)
+    return out
+
+
+def log_jobs(files: list[str | Path], *, invocation: str, profile: str, params_hash: str, git_commit: str,
+             tracking_uri: str | None = None, repo_root: str | Path | None = None) -> dict[str, str]:
+    """One MLflow run per job file, its per-epoch history as step metrics (step = epoch) and its final metrics,
+    all nested under the run of pipeline invocation `invocation` (created on first use). Returns job -> run id."""
+    from mlflow.entities import Metric
+    from mlflow.tracking import MlflowClient
+
+    records = [job_record(f) for f in files]
+    uri = tracking_uri or default_tracking_uri(repo_root)
+    common = {"profile": profile, "params_hash": params_hash, "git_commit": git_commit, "invocation": invocation}
+    run_ids = {}
+    with _store_lock(uri):
+        client = with_retry(lambda: MlflowClient(tracking_uri=uri))
+        exp = with_retry(lambda: client.get_experiment_by_name(JOB_EXPERIMENT))
+        exp_id = exp.experiment_id if exp else with_retry(lambda: client.create_experiment(JOB_EXPERIMENT))
+        found = with_retry(lambda: client.search_runs(
+            [exp_id], filter_string=f"tags.invocation = '{invocation}' and tags.kind = 'pipeline'"))
+        if found:
+            parent = found[0].info.run_id
+        else:
+            parent = with_retry(lambda: client.create_run(exp_id, run_name=f"pipeline-{invocation[:8]}",
+                                                          tags={**common, "kind": "pipeline"})).info.run_id
+        for rec in records:
+            tags = {**common, **{k: str(v) for k, v in rec["tags"].items()}, "job": rec["name"],
+                    "mlflow.parentRunId": parent}
+            run = with_retry(lambda: client.create_run(exp_id, run_name=rec["name"], tags=tags))
+            now = int(time.time() * 1000)
+            metrics = [Metric(k, float(h[k]), now, int(h["epoch"])) for h in rec["history"]
+                       for k in HISTORY_METRICS if isinstance(h.get(k), (int, float)) and math.isfinite(h[k])]
+            last = int(rec["history"][-1]["epoch"]) if rec["history"] else 0
+            metrics += [Metric(k, v, now, last) for k, v in rec["metrics"].items()]
+            for i in range(0, len(metrics), 1000):  # MLflow's limit per log_batch
+                chunk = metrics[i:i + 1000]
+                with_retry(lambda: client.log_batch(run.info.run_id, metrics=chunk))
+            with_retry(lambda: client.set_terminated(run.info.run_id, "FINISHED"))
+            run_ids[rec["name"]] = run.info.run_id
+        with_retry(lambda: client.set_terminated(parent, "FINISHED"))
+    return run_ids

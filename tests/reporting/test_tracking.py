@@ -155,3 +155,45 @@ def test_concurrent_writers_into_one_sqlite_store(tmp_path):
     for run in runs:
         profile, table = run.data.tags["profile"], run.data.tags["table"]
         assert_run_holds_table(client, run, table, build_table(table, roots[profile], profile), profile)
+
+
+def test_jobs_become_runs_nested_under_their_invocation(tmp_path):
+    import json
+
+    import torch
+    from mlflow.tracking import MlflowClient
+
+    from pipeline.models import create_model
+    from pipeline.training.model_io import save_model
+
+    history = [{"epoch": e, "lr": 0.1 * 0.9 ** (e - 1), "loss": 2.0 / e, "accuracy": 0.2 * e, "train_seconds": 1.0,
+                "clips_per_second": 50.0} for e in (1, 2, 3)]
+    fold = tmp_path / "metrics/finetune/esc50/full/fold2.json"
+    fold.parent.mkdir(parents=True)
+    fold.write_text(json.dumps({"kind": "finetune", "dataset": "esc50", "model": "full", "fold": 2, "n_items": 40,
+                                "metrics": {"accuracy": 0.6, "accuracy_best_epoch": 0.6}, "history": history}))
+    zeroshot = tmp_path / "metrics/zeroshot/us8k/partial.json"
+    zeroshot.parent.mkdir(parents=True)
+    zeroshot.write_text(json.dumps({"kind": "zeroshot", "dataset": "us8k", "model": "partial",
+                                    "metrics": {"folds": {"1": 0.25, "2": 0.5}}}))
+    torch.manual_seed(0)
+    stage = tmp_path / "stage1.pt"
+    save_model(stage, create_model("esresnext-fbsp-tiny"), "esresnext-fbsp-tiny", {}, {"stage": "stage1",
+                                                                                     "history": history[:2]})
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    kw = dict(invocation="inv-1", profile="embedded", params_hash="abc", git_commit="deadbeef", tracking_uri=uri)
+    runs = tracking.log_jobs([fold, zeroshot, stage], **kw)
+    assert sorted(runs) == ["finetune/esc50/full/fold2", "stage1", "zeroshot/us8k/partial"]
+    client = MlflowClient(tracking_uri=uri)
+    parent = client.search_runs([client.get_experiment_by_name("audioclip-jobs").experiment_id],
+                                filter_string="tags.kind = 'pipeline'")
+    assert len(parent) == 1 and parent[0].data.tags["invocation"] == "inv-1"
+    child = client.get_run(runs["finetune/esc50/full/fold2"])
+    assert child.data.tags["mlflow.parentRunId"] == parent[0].info.run_id and child.data.tags["fold"] == "2"
+    steps = sorted((m.step, round(m.value, 9)) for m in client.get_metric_history(child.info.run_id, "accuracy"))
+    assert steps == [(1, 0.2), (2, 0.4), (3, 0.6), (3, 0.6)]  # each epoch, then the job's final metric
+    assert [m.step for m in client.get_metric_history(runs["stage1"], "loss")] == [1, 2]
+    assert client.get_run(runs["zeroshot/us8k/partial"]).data.metrics == {"folds.1": 0.25, "folds.2": 0.5}
+    again = tracking.log_jobs([fold], **kw)  # the same invocation logs again: one parent, not two
+    assert len(client.search_runs([parent[0].info.experiment_id], filter_string="tags.kind = 'pipeline'")) == 1
+    assert client.get_run(again["finetune/esc50/full/fold2"]).data.tags["mlflow.parentRunId"] == parent[0].info.run_id

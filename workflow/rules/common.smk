@@ -1,8 +1,10 @@
 # Shared set-up: the resolved profile, paths, and the command prefix every rule uses.
 # Logic lives in the package (pipeline/); rules only say what goes in and out.
 import json
+import os
 import re
 import sys
+import uuid
 from pathlib import Path
 
 import yaml
@@ -35,6 +37,9 @@ def _params_for_jobs():
 
 
 ARGS = f"--params {_params_for_jobs()} --profile {PROFILE}"
+# One id per `snakemake` invocation: MLflow nests every job's run under the run of the invocation that made it.
+# Jobs see it in their environment (not as a rule parameter, which would rerun them on every invocation).
+INVOCATION = os.environ.setdefault("PIPELINE_INVOCATION", uuid.uuid4().hex)
 CONDA_ENV = "../../envs/audioclip.yaml"  # used with --sdm conda; pins mirror pyproject.toml
 # Training stages take half the cores: tiny CPU models gain little from more threads, and the fine-tuning
 # jobs that do not depend on the running stage can use the other half meanwhile.

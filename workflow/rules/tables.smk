@@ -32,3 +32,21 @@ rule metrics_json:
     threads: 1
     shell:
         "python -m pipeline metrics-json {input} --out {output} 2> {log}"
+
+
+rule track_jobs:
+    input:
+        layout.phase_targets(CFG)["train"],
+        layout.phase_targets(CFG)["finetune"],
+        layout.phase_targets(CFG)["evaluate"],
+    output:
+        "results/mlflow_jobs.json",
+    params:
+        args=ARGS,
+    conda:
+        CONDA_ENV
+    log:
+        f"{LOGS}/tables/track_jobs.log",
+    threads: 1
+    shell:
+        'python -m pipeline track-jobs {input} --invocation "$PIPELINE_INVOCATION" --out {output} {params.args} 2> {log}'

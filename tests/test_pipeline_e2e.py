@@ -122,7 +122,7 @@ def test_mlflow_holds_every_table_cell_with_provenance(smoke):
     assert sorted(runs.values()) == [f"table{n}-embedded" for n in range(1, 5)]
     n_metrics = db.execute(f"select count(*) from metrics where run_uuid in "
                            f"(select run_uuid from runs where experiment_id = {tables})").fetchone()[0]
-    assert n_metrics == 3 + 16 + 10 + 42  # every measured cell of our rows, once
+    assert n_metrics == 3 + (16 + 4) + (10 + 6) + 42  # every measured cell of our rows (fine-tuned: both protocols)
     for key in ("profile", "table", "git_commit", "params_hash"):
         values = {v for (v,) in db.execute(f"select value from tags where key = ? and run_uuid in "
                                            f"(select run_uuid from runs where experiment_id = {tables})", (key,))}

@@ -109,12 +109,13 @@ class MetricFiles:
             raise MetricsError(f"{self.root / rel}: `metrics.folds` must be a non-empty {{fold: accuracy}} object")
         return folds
 
-    def finetune(self, ds: str, mode: str) -> dict:
-        """Accuracy summary over the folds of finetune/{ds}/{mode}/fold{k}.json."""
+    def finetune(self, ds: str, mode: str, key: str = "accuracy") -> dict:
+        """Accuracy summary over the folds of finetune/{ds}/{mode}/fold{k}.json. key: `accuracy` (strict
+        protocol: the last epoch) or `accuracy_best_epoch` (paper protocol: the epoch best on the test fold)."""
         values = []
         for k in self.expected_folds(ds):
             rel = f"finetune/{ds}/{mode}/fold{k}.json"
-            values.append(self.value(rel, "accuracy"))
+            values.append(self.value(rel, key))
             fold = self._cache[self.root / rel].get("fold")
             if fold is not None and str(fold) != str(k):
                 raise MetricsError(f"{self.root / rel}: file says fold {fold!r}, its name says fold {k}")
@@ -145,6 +146,20 @@ def _fraction(value: Any, where: str) -> float:
 
 def _pct(x: float | None) -> float:
     return float("nan") if x is None or math.isnan(x) else round(100.0 * x, 2)
+
+
+NO_CELL = {"measured": float("nan"), "std": float("nan"), "ci95": float("nan"), "n_folds": pd.NA}
+PAPER_PROTOCOL = "paper_protocol"  # column prefix: the released trainer's checkpoint choice on the test fold
+
+
+def _protocols(m: "MetricFiles", ds: str, mode: str) -> tuple[dict, dict]:
+    """(strict, paper-protocol) fold summaries of a fine-tuning result."""
+    return _folds(m.finetune(ds, mode)), _folds(m.finetune(ds, mode, "accuracy_best_epoch"))
+
+
+def _paper_protocol_columns(prefix: str, cell: dict) -> dict:
+    return {f"{prefix}{PAPER_PROTOCOL}": cell["measured"], f"{prefix}{PAPER_PROTOCOL}_std": cell["std"],
+            f"{prefix}{PAPER_PROTOCOL}_ci95": cell["ci95"]}
 
 
 def _single(x: float) -> dict:
@@ -191,17 +206,19 @@ def _table2(paper: dict, m: MetricFiles) -> list[dict]:
         ds = DATASET_KEY[r["dataset"]]
         row = {k: r[k] for k in ("dataset", "modality", "metric", "training_on_target")}
         for model in MODELS:
+            chosen = NO_CELL
             if ds == "imagenet":
                 cell = _single(m.value(f"imagenet/{model}.json", "accuracy"))
             elif ds == "audioset":
                 cell = _single(m.value(f"audioset/{model}.json", f"map_{r['modality']}"))
             elif r["training_on_target"]:
-                cell = _folds(m.finetune(ds, model))
+                cell, chosen = _protocols(m, ds, model)
             else:
                 cell = _folds(m.zeroshot(ds, model))
             row |= {
-                f"{model}_measured": cell["measured"], f"{model}_std": cell["std"],
+                f"{model}_measured": cell["measured"], f"{model}_std": cell["std"], f"{model}_ci95": cell["ci95"],
                 f"{model}_n_folds": cell["n_folds"], f"{model}_paper": _paper(r[model]),
+                **_paper_protocol_columns(f"{model}_", chosen),
             }
         rows.append(row)
     return rows
@@ -223,13 +240,14 @@ def _table3(paper: dict, m: MetricFiles) -> list[dict]:
     for r in paper["rows"]:
         row = {k: r[k] for k in ("model", "source", "training_on_target")}
         for ds in ("us8k", "esc50"):
-            cell = {"measured": float("nan"), "std": float("nan"), "ci95": float("nan"), "n_folds": pd.NA}
+            cell, chosen = NO_CELL, NO_CELL
             if r.get("ours"):  # baselines are reference values only; the pipeline does not run them
                 kind, mode = _our_source(r)
-                cell = _folds(m.finetune(ds, mode) if kind == "finetune" else m.zeroshot(ds, mode))
+                cell, chosen = _protocols(m, ds, mode) if kind == "finetune" else (_folds(m.zeroshot(ds, mode)), NO_CELL)
             row |= {
                 f"{ds}_paper": _paper(r[ds]), f"{ds}_measured": cell["measured"], f"{ds}_std": cell["std"],
                 f"{ds}_ci95": cell["ci95"], f"{ds}_n_folds": cell["n_folds"],
+                **_paper_protocol_columns(f"{ds}_", chosen),
             }
         row["status"] = r["status"]
         rows.append(row)
@@ -362,6 +380,14 @@ def measured_cells(name: str, df: pd.DataFrame) -> list[Cell]:
             ci95=float(row[ci_col]) if ci_col else float("nan"),
             n_folds=None if pd.isna(n) else int(n),
         ))
+        chosen = f"{prefix}{PAPER_PROTOCOL}"
+        if chosen in row and not pd.isna(row[chosen]):  # fine-tuned cells: the paper protocol's number too
+            cells.append(Cell(
+                table=name, row=ident, label=f"{label}/paper protocol" if label else "paper protocol",
+                column=chosen, dataset=dataset, value=float(row[chosen]), paper=float(row[paper_col]),
+                std=float(row[f"{chosen}_std"]), ci95=float(row[f"{chosen}_ci95"]),
+                n_folds=None if pd.isna(n) else int(n),
+            ))
 
     for _, row in df.iterrows():
         if name == "table1":
@@ -371,7 +397,7 @@ def measured_cells(name: str, df: pd.DataFrame) -> list[Cell]:
             ident = (row["dataset"], row["modality"], row["metric"], _target(row["training_on_target"]))
             for model in MODELS:
                 p = f"{model}_"
-                add(row, ident, model, p, row["dataset"], f"{p}paper", f"{p}std", None, f"{p}n_folds")
+                add(row, ident, model, p, row["dataset"], f"{p}paper", f"{p}std", f"{p}ci95", f"{p}n_folds")
         elif name == "table3":
             if row["source"] != "ours":  # baselines ("" or NaN once read back from CSV)
                 continue

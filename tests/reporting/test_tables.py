@@ -55,15 +55,35 @@ def tables(metrics_root):
     return build_tables(metrics_root, "embedded")
 
 
+def test_fine_tuned_cells_report_both_protocols(tables):
+    """strict = the last epoch (`accuracy`); paper protocol = the epoch best on the test fold."""
+    t3 = tables["table3"].set_index("model")
+    full = t3.loc["AudioCLIP (full training)"]
+    on_target = full[full["training_on_target"] == True]  # noqa: E712 - a pandas mask
+    row = on_target.iloc[0]
+    assert row["esc50_measured"] == pytest.approx(100 * (0.94 + 0.015))  # folds 1, 2 of base + 0.01 k
+    assert row["esc50_paper_protocol"] == pytest.approx(100 * (0.96 + 0.015))
+    assert row["esc50_paper_protocol_std"] == pytest.approx(row["esc50_std"])
+    zero_shot = full[full["training_on_target"] == False].iloc[0]  # noqa: E712
+    assert pd.isna(zero_shot["esc50_paper_protocol"])  # no epoch to choose: one protocol only
+    t2 = tables["table2"]
+    tuned = t2[(t2["dataset"] == "ESC-50") & (t2["training_on_target"] == True)].iloc[0]  # noqa: E712
+    assert tuned["full_paper_protocol"] == pytest.approx(row["esc50_paper_protocol"])
+
+
 def test_rows_columns_and_captions_follow_the_paper(tables):
     assert list(tables) == ["table1", "table2", "table3", "table4"]
     expected_columns = {
         "table1": ["dataset", "metric", "paper_5_epochs", "paper_30_epochs", "measured", "measured_std", "n_folds",
                    "profile"],
         "table2": ["dataset", "modality", "metric", "training_on_target"]
-        + [f"{m}_{c}" for m in ("partial", "full") for c in ("measured", "std", "n_folds", "paper")] + ["profile"],
+        + [f"{m}_{c}" for m in ("partial", "full") for c in ("measured", "std", "ci95", "n_folds", "paper",
+                                                             "paper_protocol", "paper_protocol_std",
+                                                             "paper_protocol_ci95")] + ["profile"],
         "table3": ["model", "source", "training_on_target"]
-        + [f"{d}_{c}" for d in ("us8k", "esc50") for c in ("paper", "measured", "std", "ci95", "n_folds")]
+        + [f"{d}_{c}" for d in ("us8k", "esc50") for c in ("paper", "measured", "std", "ci95", "n_folds",
+                                                           "paper_protocol", "paper_protocol_std",
+                                                           "paper_protocol_ci95")]
         + ["status", "profile"],
         "table4": ["dataset", "query", "result"]
         + [f"{m}_{x}_{c}" for m in ("partial", "full") for x in ("p1", "r1", "map") for c in ("measured", "paper")]
@@ -239,7 +259,7 @@ def test_metrics_summary(tables):
     assert summary["table4/ESC-50/text->audio/full/map"] == round(100 * query_scores("full", 6)["map"], 2)
     assert not any(k.startswith("table3/Human") for k in summary)  # baselines are not ours
     # 3 + 8 * 2 + 5 * 2 + 7 * 6 measured cells, plus the profile
-    assert len(summary) == 3 + 16 + 10 + 42 + 1
+    assert len(summary) == 3 + (16 + 4) + (10 + 6) + 42 + 1
 
 
 def test_metrics_summary_refuses_mixed_profiles(tables, tmp_path):

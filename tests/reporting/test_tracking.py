@@ -34,7 +34,7 @@ def test_metric_names_are_sanitised_and_unique(metrics_root):
         "table3.audio_head_esresnext_our_training.on_target.esc50")
     assert names["table4/AudioSet/audio->image/partial/r1"] == "table4.audioset.audio_to_image.partial.r1"
     assert names["table1/AudioSet/mAP"] == "table1.audioset.map"
-    assert len(set(names.values())) == len(names) == 3 + 16 + 10 + 42
+    assert len(set(names.values())) == len(names) == 3 + (16 + 4) + (10 + 6) + 42
     assert all(re.fullmatch(r"[a-z0-9_.]+", n) for n in names.values())
 
 
@@ -121,8 +121,9 @@ def test_log_table_and_read_back(metrics_root, tmp_path):
     assert [r.info.run_id for r in runs] == [run_id]
     run = runs[0]
     assert_run_holds_table(client, run, "table3", df, "embedded")
-    assert len(run.data.metrics) == 10  # 5 of our rows x 2 datasets; baselines are not logged
+    assert len(run.data.metrics) == 10 + 6  # 5 of our rows x 2 datasets, the 3 fine-tuned also as paper protocol
     assert run.data.metrics["table3.audioclip_full_training.on_target.us8k"] == 89.0
+    assert run.data.metrics["table3.audioclip_full_training.on_target.us8k.paper_protocol"] == 91.0
     assert run.data.tags["cell.table3.audioclip_full_training.on_target.us8k.paper"] == "90.07"
     assert run.data.tags["git_commit"] == "c0ffee" and run.data.tags["params_hash"] == "abcdef012345"
     assert (tmp_path / "store" / "mlflow.db.lock").exists()

@@ -17,7 +17,15 @@ configfile: "params.yaml"
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/cache.smk"
-include: "workflow/rules/train.smk"
+if CFG["train"]["released"]:  # evaluate-only: the released models stand in for the AudioSet stages
+
+    include: "workflow/rules/released.smk"
+
+else:
+
+    include: "workflow/rules/train.smk"
+
+
 include: "workflow/rules/finetune.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/tables.smk"

@@ -84,6 +84,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run-dir", type=Path, required=True, help="resumable state of this job")
     _common(p)
 
+    p = sub.add_parser("import-weights", help="a weights file as the pipeline checkpoint of a stage (train.released)")
+    p.add_argument("weights", type=Path, help="e.g. AudioCLIP-Full-Training.pt, ESRNXFBSP.pt")
+    p.add_argument("--stage", choices=FINETUNE_MODES, required=True, help="the stage it stands in for")
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--name", help="model factory name (default: the profile's model for that stage)")
+    _common(p)
+
     p = sub.add_parser("finetune", help="train on all folds but one, evaluate on it")
     p.add_argument("--dataset", choices=FINETUNE_DATASETS, required=True)
     p.add_argument("--fold", type=int, required=True)
@@ -250,6 +257,21 @@ def cmd_train(args) -> None:
         stages.train_stage3(cfg, args.init, args.cache, args.out, args.run_dir, args.threads)
 
 
+def cmd_import_weights(args) -> None:
+    from pipeline.models.weights import model_from_weights
+    from pipeline.training.model_io import save_model
+
+    cfg = _cfg(args)
+    name = args.name or cfg["model"]["esresnext" if args.stage == "standalone" else "audioclip"]
+    model, name, report = model_from_weights(args.weights, name=name)
+    if report.replaced or report.kept_initialised:
+        raise ValueError(f"{args.weights}: does not cover the whole {name} (replaced {report.replaced}, "
+                         f"left as initialised {report.kept_initialised}); a stage must be a complete model")
+    kwargs = {"num_classes": model.fc.out_features} if args.stage == "standalone" else {}
+    save_model(args.out, model, name, kwargs, {"profile": cfg.profile, "params_hash": cfg.params_hash,
+                                               "stage": f"released:{args.stage}", "weights": report.as_dict()})
+
+
 def cmd_finetune(args) -> None:
     from pipeline.training import stages
 
@@ -405,6 +427,7 @@ COMMANDS = {
     "cache-merge": cmd_cache_merge,
     "cache-info": cmd_cache_info,
     "train": cmd_train,
+    "import-weights": cmd_import_weights,
     "finetune": cmd_finetune,
     "evaluate": cmd_evaluate,
     "classify": cmd_classify,

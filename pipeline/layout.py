@@ -25,6 +25,8 @@ STAGE_CHECKPOINT = {"standalone": "stage1.pt", "partial": "stage2_partial.pt", "
 
 # torchvision's IMAGENET1K_V1 ResNeXt-50 32x4d: what the released code's `pretrained=True` loaded.
 IMAGENET_RESNEXT = "resnext50_32x4d-7cdf4587.pth"
+# train.released: the released file that stands in for each AudioSet-trained model
+RELEASED = {"standalone": "ESRNXFBSP.pt", "partial": "AudioCLIP-Partial-Training.pt", "full": "AudioCLIP-Full-Training.pt"}
 
 
 def raw_root(cfg: Config, dataset: str) -> str:
@@ -41,8 +43,11 @@ def raw_target(cfg: Config, dataset: str) -> str:
 
 
 def pretrained_weights(cfg: Config) -> dict[str, str]:
-    """role -> weights file the profile starts from: 'clip' (stage 2's CLIP heads), 'audio' (stage 1's trunk)."""
+    """role -> weights file the profile starts from: 'clip' (stage 2's CLIP heads), 'audio' (stage 1's trunk),
+    or with train.released the released model standing in for each stage (standalone, partial, full)."""
     model, out = cfg["model"], {}
+    if cfg["train"]["released"]:
+        return {stage: f"{model['weights_dir']}/{name}" for stage, name in RELEASED.items()}
     if model["clip_init"] == "openai":
         out["clip"] = f"{model['weights_dir']}/{model['clip_weights']}"
     if model["audio_init"] == "imagenet":
@@ -114,7 +119,8 @@ def table_inputs(cfg: Config, table: str) -> list[str]:
 
 def phase_targets(cfg: Config) -> dict[str, list[str]]:
     """Every file each phase produces, in DAG order."""
-    made_clip_heads = [checkpoint(cfg, "clip")] if cfg["model"]["clip_init"] == "synthetic" else []
+    trains_clip = cfg["model"]["clip_init"] == "synthetic" and not cfg["train"]["released"]
+    made_clip_heads = [checkpoint(cfg, "clip")] if trains_clip else []
     return {
         "data": [*(raw_target(cfg, d) for d in DATASETS), *pretrained_weights(cfg).values()],
         "cache": [*(p for d in DATASETS for p in cache_shards(cfg, d)), *(cache(cfg, d) for d in DATASETS)],

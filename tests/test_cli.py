@@ -77,3 +77,26 @@ def test_openai_clip_init_needs_clip_weights(capsys, tmp_path):
     assert code == 2
     assert "audio.pt: model.clip_init: openai takes CLIP RN50 weights (RN50.pt, CLIP.pt), this is esresnext" in \
         capsys.readouterr().err
+
+
+def test_import_weights_makes_a_stage_checkpoint(tmp_path, capsys):
+    import torch
+
+    from pipeline.models import create_model
+    from pipeline.training.model_io import load_model
+
+    torch.manual_seed(0)
+    released = create_model("audioclip-tiny")
+    torch.save(released.state_dict(), tmp_path / "released.pt")
+    out = tmp_path / "stage3_full.pt"
+    assert main(["import-weights", str(tmp_path / "released.pt"), "--stage", "full", "--name", "audioclip-tiny",
+                 "--out", str(out)]) == 0
+    model, meta = load_model(out)
+    assert meta["stage"] == "released:full" and meta["weights"]["kind"] == "audioclip"
+    assert all(torch.equal(v, released.state_dict()[k]) for k, v in model.state_dict().items())
+    clip_only = {k: v for k, v in released.state_dict().items() if not k.startswith("audio.")}
+    clip_only = {k: v for k, v in clip_only.items() if k not in ("logit_scale_ai", "logit_scale_at")}
+    torch.save(clip_only, tmp_path / "clip.pt")
+    assert main(["import-weights", str(tmp_path / "clip.pt"), "--stage", "full", "--name", "audioclip-tiny",
+                 "--out", str(tmp_path / "x.pt")]) == 2
+    assert "does not cover the whole audioclip-tiny" in capsys.readouterr().err and not (tmp_path / "x.pt").exists()

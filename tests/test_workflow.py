@@ -68,3 +68,18 @@ def test_dvc_yaml_check_command_detects_drift(tmp_path):
     check = [sys.executable, "-m", "pipeline", "dvc-yaml", "--check"]
     assert subprocess.run([*check, "--out", str(stale)], capture_output=True).returncode == 1
     assert subprocess.run([*check, "--out", str(REPO_ROOT / "dvc.yaml")], capture_output=True).returncode == 0
+
+
+def test_evaluate_only_from_released_models_skips_audioset_training(tmp_path):
+    repo = _copy_workflow(tmp_path)
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["embedded"]["train"]["released"] = True
+    (repo / "params.yaml").write_text(yaml.safe_dump(params))
+    proc = _run("-n", "--cores", "2", "results/table3.csv", cwd=repo)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    plan = proc.stdout
+    assert "train_stage" not in plan and "pretrain_clip" not in plan and "cache_audioset" not in plan
+    for stage, name in (("standalone", "ESRNXFBSP.pt"), ("partial", "AudioCLIP-Partial-Training.pt"),
+                        ("full", "AudioCLIP-Full-Training.pt")):
+        assert f"rule import_released_{stage}:" in plan
+        assert f"data/paper/weights/{name}" in plan  # fetched by fetch_weights, sha256-verified

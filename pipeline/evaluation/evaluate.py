@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader, Dataset
 from pipeline.data.cache import open_cache
 from pipeline.data.datasets import (AudioCacheDataset, ImageCacheDataset, audio_dataset, class_names, collate,
                                     split_indices, video_indices)
-from pipeline.evaluation.metrics import mean_average_precision, retrieval_metrics
+from pipeline.evaluation.metrics import mean_average_precision, precision_recall_curve, retrieval_metrics
 from pipeline.io import write_json
 
 PAPER_DATASET_KEYS = ("imagenet", "audioset", "us8k", "esc50")
@@ -53,23 +53,34 @@ def embed(model, dataset: Dataset, batch_size: int, device: torch.device, modali
 
 
 @torch.no_grad()
-def zero_shot_accuracy(model, dataset: Dataset, names: list[str], template: str, batch_size: int,
-                       device: torch.device) -> float:
+def zero_shot_predictions(model, dataset: Dataset, names: list[str], template: str, batch_size: int,
+                          device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(predicted class, true class) of every clip: the nearest class-name text embedding."""
     text = class_text_features(model, names, template, device).cpu()
     audio = embed(model, dataset, batch_size, device)
-    pred = (audio["features"] @ text.T).argmax(dim=1)
-    return float((pred == audio["label"]).float().mean())
+    return (audio["features"] @ text.T).argmax(dim=1), audio["label"]
+
+
+def zero_shot_accuracy(model, dataset: Dataset, names: list[str], template: str, batch_size: int,
+                       device: torch.device) -> float:
+    pred, label = zero_shot_predictions(model, dataset, names, template, batch_size, device)
+    return float((pred == label).float().mean())
 
 
 @torch.no_grad()
-def standalone_accuracy(model, dataset: Dataset, batch_size: int, device: torch.device) -> float:
+def standalone_predictions(model, dataset: Dataset, batch_size: int,
+                           device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     model.eval()
-    correct = total = 0
+    preds, labels = [], []
     for batch in _batches(dataset, batch_size):
-        pred = model(batch["audio"].to(device)).argmax(dim=1).cpu()
-        correct += int((pred == batch["label"]).sum())
-        total += len(pred)
-    return correct / total
+        preds.append(model(batch["audio"].to(device)).argmax(dim=1).cpu())
+        labels.append(batch["label"])
+    return torch.cat(preds), torch.cat(labels)
+
+
+def standalone_accuracy(model, dataset: Dataset, batch_size: int, device: torch.device) -> float:
+    pred, label = standalone_predictions(model, dataset, batch_size, device)
+    return float((pred == label).float().mean())
 
 
 # --- jobs --------------------------------------------------------------------------------------------
@@ -168,6 +179,11 @@ def _imagenet_embeddings(cfg, model, cache: Path, device) -> dict[str, Any]:
     return embed(model, ImageCacheDataset(cache, image_size), cfg["evaluate"]["batch_size"], device, "image")
 
 
+def _retrieval(similarity, relevance) -> dict[str, Any]:
+    """P@1, R@1, mAP (the table) and the 11-point precision-recall curve (the report) of one query pair."""
+    return {**retrieval_metrics(similarity, relevance), "pr_curve": precision_recall_curve(similarity, relevance)}
+
+
 def querying_job(cfg, model_kind: str, checkpoint: Path, caches: dict[str, Path], out: Path,
                  device: torch.device) -> dict:
     """Every (dataset, query, result) pair of the paper's Table 4. Text queries are the class names; a result
@@ -184,17 +200,17 @@ def querying_job(cfg, model_kind: str, checkpoint: Path, caches: dict[str, Path]
     names = class_names(caches["imagenet"])
     text = class_text_features(model, names, template, device).cpu()
     relevance = images["label"][None, :] == torch.arange(len(names))[:, None]
-    results["imagenet/text->image"] = retrieval_metrics(text @ images["features"].T, relevance)
+    results["imagenet/text->image"] = _retrieval(text @ images["features"].T, relevance)
 
     eval_idx = split_indices(caches["audioset"], "eval")
     views = audioset_views(cfg, model, caches["audioset"], eval_idx, device)
     text = class_text_features(model, class_names(caches["audioset"]), template, device).cpu()
     a, i, v = views["audio"], views["image"], views["video_mask"]
-    results["audioset/text->image"] = retrieval_metrics(text @ i["features"].T, i["labels"].T.bool())
-    results["audioset/text->audio"] = retrieval_metrics(text @ a["features"].T, a["labels"].T.bool())
+    results["audioset/text->image"] = _retrieval(text @ i["features"].T, i["labels"].T.bool())
+    results["audioset/text->audio"] = _retrieval(text @ a["features"].T, a["labels"].T.bool())
     shared = (a["labels"][v] @ i["labels"].T) > 0  # (clips with video) x (images): share a label
-    results["audioset/audio->image"] = retrieval_metrics(a["features"][v] @ i["features"].T, shared)
-    results["audioset/image->audio"] = retrieval_metrics(i["features"] @ a["features"][v].T, shared.T)
+    results["audioset/audio->image"] = _retrieval(a["features"][v] @ i["features"].T, shared)
+    results["audioset/image->audio"] = _retrieval(i["features"] @ a["features"][v].T, shared.T)
 
     for dataset in ("us8k", "esc50"):
         cache = caches[dataset]
@@ -204,7 +220,7 @@ def querying_job(cfg, model_kind: str, checkpoint: Path, caches: dict[str, Path]
         names = class_names(cache)
         text = class_text_features(model, names, template, device).cpu()
         relevance = audio["label"][None, :] == torch.arange(len(names))[:, None]
-        results[f"{dataset}/text->audio"] = retrieval_metrics(text @ audio["features"].T, relevance)
+        results[f"{dataset}/text->audio"] = _retrieval(text @ audio["features"].T, relevance)
 
     record = _record(cfg, "querying", "all", model_kind, checkpoint, len(eval_idx), results)
     write_json(out, record)

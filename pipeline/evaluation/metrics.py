@@ -126,6 +126,37 @@ def retrieval_metrics(similarity: Any, relevance: Any) -> dict[str, float]:
     }
 
 
+RECALL_LEVELS = tuple(i / 10 for i in range(11))
+
+
+def precision_recall_curve(similarity: Any, relevance: Any) -> list[float]:
+    """Interpolated precision at recall 0, 0.1, ..., 1 (the 11-point curve), averaged over the queries that
+    have a relevant item: at each level, the best precision reached at that recall or beyond."""
+    sim, rel = _np(similarity), _np(relevance).astype(bool)
+    valid = rel.sum(axis=1) > 0
+    sim, rel = sim[valid], rel[valid]
+    if not len(sim):
+        raise ValueError("precision_recall_curve: no query has a relevant gallery item")
+    order = np.argsort(-sim, axis=1, kind="stable")
+    hits = np.take_along_axis(rel, order, axis=1)
+    found = np.cumsum(hits, axis=1)
+    precision = found / np.arange(1, sim.shape[1] + 1)
+    recall = found / hits.sum(axis=1, keepdims=True)
+    curve = []
+    for level in RECALL_LEVELS:
+        reached = np.where(recall >= level - 1e-12, precision, 0.0)  # (Q, G): precision where recall >= level
+        curve.append(float(reached.max(axis=1).mean()))
+    return curve
+
+
+def confusion_matrix(pred: Any, target: Any, num_classes: int) -> list[list[int]]:
+    """counts[true][predicted]."""
+    pred, target = _np(pred).astype(np.int64).reshape(-1), _np(target).astype(np.int64).reshape(-1)
+    counts = np.zeros((num_classes, num_classes), np.int64)
+    np.add.at(counts, (target, pred), 1)
+    return counts.tolist()
+
+
 # -----------------------------------------------------------------------------
 # cross-validation summaries
 

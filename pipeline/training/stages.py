@@ -25,6 +25,7 @@ from pipeline.config import Config
 from pipeline.data.datasets import (AudioCacheDataset, audio_dataset, class_names, collate, fold_split,
                                     split_indices, video_indices)
 from pipeline.evaluation import evaluate
+from pipeline.evaluation.metrics import confusion_matrix
 from pipeline.io import write_json
 from pipeline.models.checkpoints import load_audio_head
 from pipeline.models.weights import load_weights, read_weights
@@ -231,6 +232,12 @@ def finetune(cfg: Config, dataset: str, fold: int, mode: str, init: Path, cache:
     template = cfg["model"]["prompt_template"]
 
     model, meta = load_model(init)
+    last = {}  # the latest epoch's test-fold predictions: the confusion matrix of the reported (last) epoch
+
+    def scored(pred: torch.Tensor, label: torch.Tensor) -> dict[str, float]:
+        last.update(pred=pred, label=label)
+        return {"accuracy": float((pred == label).float().mean())}
+
     if mode == "standalone":
         model.replace_head(len(names))
         frozen: list[torch.nn.Module] = []
@@ -239,7 +246,7 @@ def finetune(cfg: Config, dataset: str, fold: int, mode: str, init: Path, cache:
             return standalone_loss(m(batch["audio"]), batch["label"]) + m.loss_ttf()
 
         def eval_fn(m):
-            return {"accuracy": evaluate.standalone_accuracy(m, test_set, batch_size, device)}
+            return scored(*evaluate.standalone_predictions(m, test_set, batch_size, device))
     else:
         # Released protocol: audio head + FBSP + audio logit scales train; text/image heads and logit_scale frozen.
         frozen = freeze(model, ("audio.", "logit_scale_ai", "logit_scale_at"))
@@ -251,7 +258,7 @@ def finetune(cfg: Config, dataset: str, fold: int, mode: str, init: Path, cache:
             return audioclip_loss(m, out_, positives=positives(cfg, texts, device_))
 
         def eval_fn(m):
-            return {"accuracy": evaluate.zero_shot_accuracy(m, test_set, names, template, batch_size, device)}
+            return scored(*evaluate.zero_shot_predictions(m, test_set, names, template, batch_size, device))
 
     settings = OptimSettings.from_dict(cfg["train"]["finetune"][dataset])
     history = Trainer(model=model, loss_fn=loss_fn, param_groups=param_groups(model), settings=settings,
@@ -260,6 +267,10 @@ def finetune(cfg: Config, dataset: str, fold: int, mode: str, init: Path, cache:
                       frozen_modules=frozen, checkpoint_seconds=60 * cfg["train"]["checkpoint_minutes"],
                       fingerprint=fingerprint(cfg, f"finetune/{dataset}/{mode}/{fold}", init, cache),
                       desc=f"finetune {dataset} {mode} fold {fold}").fit()
+    if not last:  # resumed after the last epoch: nothing was evaluated in this process
+        last.update(zip(("pred", "label"), evaluate.standalone_predictions(model, test_set, batch_size, device)
+                        if mode == "standalone" else
+                        evaluate.zero_shot_predictions(model, test_set, names, template, batch_size, device)))
     accuracies = [h["accuracy"] for h in history]
     result = {
         **_meta(cfg),
@@ -272,6 +283,8 @@ def finetune(cfg: Config, dataset: str, fold: int, mode: str, init: Path, cache:
             "accuracy_best_epoch": max(accuracies),
         },
         "history": history,
+        "class_names": names,
+        "confusion": confusion_matrix(last["pred"], last["label"], len(names)),  # [true][predicted], last epoch
     }
     write_json(out, result)
     return result

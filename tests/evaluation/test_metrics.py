@@ -14,8 +14,10 @@ from pipeline.evaluation import metrics
 from pipeline.evaluation.metrics import (
     accuracy,
     average_precision,
+    confusion_matrix,
     fold_summary,
     mean_average_precision,
+    precision_recall_curve,
     retrieval_metrics,
     t_quantile,
 )
@@ -209,3 +211,22 @@ def test_fold_summary_single_and_empty():
         fold_summary([])
     with pytest.raises(ValueError):
         fold_summary([0.5, float("nan")])
+
+
+def test_eleven_point_precision_recall_curve():
+    # one query, gallery ranked r r . r .  (relevant at ranks 1, 2, 4): precisions 1, 1, 2/3, 3/4, 3/5
+    sim = np.array([[5.0, 4.0, 3.0, 2.0, 1.0]])
+    rel = np.array([[1, 1, 0, 1, 0]], bool)
+    curve = precision_recall_curve(sim, rel)
+    assert len(curve) == 11
+    # recall 1/3 at rank 1, 2/3 at rank 2, 1 at rank 4: interpolated precision is the best at >= each level
+    assert curve[:7] == pytest.approx([1.0] * 7) and curve[7:] == pytest.approx([0.75] * 4)
+    # a second query with nothing relevant is left out, as in retrieval_metrics
+    both = precision_recall_curve(np.vstack([sim, sim]), np.vstack([rel, np.zeros((1, 5), bool)]))
+    assert both == pytest.approx(curve)
+    with pytest.raises(ValueError, match="no query has a relevant"):
+        precision_recall_curve(sim, np.zeros((1, 5), bool))
+
+
+def test_confusion_matrix_counts_true_by_predicted():
+    assert confusion_matrix([0, 2, 2, 1], [0, 2, 1, 1], 3) == [[1, 0, 0], [0, 1, 1], [0, 0, 1]]

@@ -7,6 +7,11 @@ decides *how*. Data order is a function of (seed, epoch) (EpochOrder), augmentat
 the same permutation and, in deterministic mode, ends with the same weights and metrics as an uninterrupted
 run. A checkpoint holds the model, optimizer, scheduler, RNG states, the history and the partial epoch's
 running sums. SIGTERM (SLURM preemption, `scancel`) saves a checkpoint at the next step boundary and stops.
+
+Speed (Speed options): bf16 autocast, channels_last, torch.compile, and data parallel over the ranks of a
+torchrun launch (distributed.py): each rank takes its slice of every global batch, `settings.batch_size` stays
+the global batch and the learning rate does not change with the device count unless lr_scaling='linear' (the
+released trainer's lr x number of GPUs). Only rank 0 writes checkpoints and evaluates.
 """
 
 from __future__ import annotations
@@ -25,10 +30,32 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm import tqdm
 
 from pipeline.io import save_torch
+from pipeline.training import distributed
 
 log = logging.getLogger(__name__)
 
 CHECKPOINT_NAME = "last.pt"
+
+
+PRECISIONS = ("fp32", "bf16")
+LR_SCALINGS = ("none", "linear")
+
+
+@dataclass(frozen=True)
+class Speed:
+    precision: str = "fp32"  # bf16: autocast the forward pass (weights and optimizer stay fp32)
+    channels_last: bool = False  # NHWC memory format for the convolutions (faster on tensor cores)
+    compile: bool = False  # torch.compile the model
+    lr_scaling: str = "none"  # linear: lr x world size (the released trainer's rule)
+
+    def __post_init__(self):
+        if self.precision not in PRECISIONS or self.lr_scaling not in LR_SCALINGS:
+            raise ValueError(f"precision must be one of {PRECISIONS} and lr_scaling one of {LR_SCALINGS}, "
+                             f"got {self.precision!r} and {self.lr_scaling!r}")
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Speed":
+        return cls(**{k: d[k] for k in cls.__dataclass_fields__})
 
 
 @dataclass(frozen=True)
@@ -64,7 +91,7 @@ def seed_everything(seed: int, deterministic: bool) -> None:
         torch.backends.cudnn.benchmark = False
 
 
-def build_optimizer(param_groups: list[dict], s: OptimSettings) -> torch.optim.Optimizer:
+def build_optimizer(param_groups: list[dict], s: OptimSettings, lr_scale: float = 1.0) -> torch.optim.Optimizer:
     """SGD-Nesterov as published, or Adam; each group may override weight_decay (FBSP and logit scales use 0)."""
     groups = []
     for g in param_groups:
@@ -73,9 +100,10 @@ def build_optimizer(param_groups: list[dict], s: OptimSettings) -> torch.optim.O
             groups.append({**g, "params": params, "weight_decay": g.get("weight_decay", s.weight_decay)})
     if not groups:
         raise ValueError("nothing to train: every parameter group is empty or frozen")
+    lr = s.lr * lr_scale
     if s.optimizer == "adam":
-        return torch.optim.Adam(groups, lr=s.lr, weight_decay=s.weight_decay)
-    return torch.optim.SGD(groups, lr=s.lr, momentum=s.momentum, nesterov=s.nesterov, weight_decay=s.weight_decay)
+        return torch.optim.Adam(groups, lr=lr, weight_decay=s.weight_decay)
+    return torch.optim.SGD(groups, lr=lr, momentum=s.momentum, nesterov=s.nesterov, weight_decay=s.weight_decay)
 
 
 class Preempted(SystemExit):
@@ -92,17 +120,27 @@ class EpochOrder(Sampler[int]):
     With drop_last the permutation is cut to whole batches first (the released trainer drops the last partial
     batch), so skipping k batches on resume skips exactly what k steps consumed."""
 
-    def __init__(self, n: int, batch_size: int, seed: int, epoch: int, start_batch: int = 0, drop_last: bool = True):
+    def __init__(self, n: int, batch_size: int, seed: int, epoch: int, start_batch: int = 0, drop_last: bool = True,
+                 rank: int = 0, world_size: int = 1):
+        if batch_size % world_size:
+            raise ValueError(f"batch size {batch_size} does not split evenly over {world_size} ranks")
         self.n, self.batch_size, self.start = n, batch_size, start_batch * batch_size
         self.drop_last = drop_last and n >= batch_size  # a set smaller than one batch keeps its only batch
         self.generator_seed = seed * 1_000_003 + epoch
+        self.rank, self.world_size = rank, world_size
 
     def _order(self) -> list[int]:
         g = torch.Generator().manual_seed(self.generator_seed)
         order = torch.randperm(self.n, generator=g).tolist()
         if self.drop_last:
             order = order[: self.n // self.batch_size * self.batch_size]
-        return order[self.start:]
+        order = order[self.start:]
+        if self.world_size == 1:
+            return order
+        # rank r takes the r-th of world_size equal slices of every global batch
+        local = self.batch_size // self.world_size
+        return [i for b in range(0, len(order), self.batch_size)
+                for i in order[b + self.rank * local: b + (self.rank + 1) * local]]
 
     def __iter__(self) -> Iterator[int]:
         return iter(self._order())
@@ -136,8 +174,19 @@ class Trainer:
         desc: str = "train",
         checkpoint_seconds: float | None = None,
         checkpoint_every_steps: int | None = None,
+        speed: Speed = Speed(),
     ) -> None:
+        self.dist, device = distributed.init(device)
+        self.speed = speed
         self.model = model.to(device)
+        if speed.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        # what the loss function calls: DDP (gradient averaging over ranks) and/or compiled, else the model
+        self.train_model: torch.nn.Module = self.model
+        if self.dist.enabled:
+            self.train_model = _DDP(self.model, device_ids=[device.index] if device.type == "cuda" else None)
+        if speed.compile:
+            self.train_model = torch.compile(self.train_model)
         self.loss_fn = loss_fn
         self.settings = settings
         self.dataset = train_dataset
@@ -151,7 +200,8 @@ class Trainer:
         # What this run is (settings, inputs): a saved state from a different run is never resumed.
         self.fingerprint = fingerprint
         self.desc = desc
-        self.optimizer = build_optimizer(param_groups, settings)
+        lr_scale = self.dist.world_size if speed.lr_scaling == "linear" else 1
+        self.optimizer = build_optimizer(param_groups, settings, lr_scale)
         self.scheduler = torch.optim.lr_scheduler.ExponentialLR(self.optimizer, gamma=settings.gamma)
         self.checkpoint_seconds = checkpoint_seconds
         self.checkpoint_every_steps = checkpoint_every_steps
@@ -167,7 +217,10 @@ class Trainer:
         return self.run_dir / CHECKPOINT_NAME
 
     def _save(self, epoch: int, step: int, sums: dict[str, float]) -> None:
-        """State before batch `step` of `epoch` (step 0: the epoch has not started)."""
+        """State before batch `step` of `epoch` (step 0: the epoch has not started); written by rank 0."""
+        if not self.dist.is_main:
+            distributed.barrier()  # the others wait until the file is complete
+            return
         save_torch(
             self.checkpoint_path,
             {
@@ -184,6 +237,7 @@ class Trainer:
                 "numpy_rng": _numpy_state(),
             },
         )
+        distributed.barrier()
 
     def _resume(self) -> None:
         if not self.checkpoint_path.exists():
@@ -209,10 +263,11 @@ class Trainer:
     def _loader(self, epoch: int, start_batch: int) -> DataLoader:
         if hasattr(self.dataset, "set_epoch"):
             self.dataset.set_epoch(epoch)  # per-epoch augmentation randomness, independent of workers
-        order = EpochOrder(len(self.dataset), self.settings.batch_size, self.seed, epoch, start_batch)
+        order = EpochOrder(len(self.dataset), self.settings.batch_size, self.seed, epoch, start_batch,
+                           rank=self.dist.rank, world_size=self.dist.world_size)
         return DataLoader(
             self.dataset,
-            batch_size=self.settings.batch_size,
+            batch_size=self.settings.batch_size // self.dist.world_size,
             sampler=order,
             # its own generator: a DataLoader otherwise draws its workers' base seed from the global RNG, which
             # would shift that stream by one draw on every resume
@@ -252,7 +307,10 @@ class Trainer:
                    leave=False, mininterval=2.0)
         for batch in bar:
             batch = _to_device(batch, self.device)
-            loss = self.loss_fn(self.model, batch)
+            if self.speed.channels_last and torch.is_tensor(batch.get("image")):
+                batch["image"] = batch["image"].contiguous(memory_format=torch.channels_last)
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.speed.precision == "bf16"):
+                loss = self.loss_fn(self.train_model, batch)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"{self.desc}: loss is {loss.item()} at epoch {epoch + 1}, step {step}")
             self.optimizer.zero_grad(set_to_none=True)
@@ -261,15 +319,20 @@ class Trainer:
             step += 1
             sums["loss"] += loss.item()
             sums["steps"] += 1
-            sums["clips"] += len(batch["index"])
+            sums["clips"] += len(batch["index"]) * self.dist.world_size
             bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
             now = time.perf_counter()
             due = (self.checkpoint_every_steps and step % self.checkpoint_every_steps == 0) or \
                 (self.checkpoint_seconds is not None and now - last_save >= self.checkpoint_seconds)
-            if due or self._stop_requested:
+            stop = self._stop_requested
+            if self.dist.enabled:  # every rank stops at the same step, or the collectives would hang
+                flag = torch.tensor([float(stop)], device=self.device)
+                torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+                stop = bool(flag.item())
+            if due or stop:
                 self._save(epoch, step, {**sums, "seconds": sums["seconds"] + now - t0})
                 last_save = now
-                if self._stop_requested:
+                if stop:
                     raise Preempted(self.desc, epoch, step)
         seconds = sums["seconds"] + time.perf_counter() - t0
         record: dict[str, Any] = {
@@ -280,9 +343,20 @@ class Trainer:
             "clips_per_second": sums["clips"] / seconds if seconds > 0 else 0.0,
         }
         if self.eval_fn is not None:
-            record.update(self.eval_fn(self.model))
+            record.update(distributed.broadcast(self.eval_fn(self.model) if self.dist.is_main else None))
         log.info("%s %s", self.desc, " ".join(f"{k}={_fmt(v)}" for k, v in record.items()))
         return record
+
+
+class _DDP(torch.nn.parallel.DistributedDataParallel):
+    """DDP that also answers the wrapped model's own methods (tokenize, loss_ttf, encode_*), so the stages'
+    loss functions are the same with and without it."""
+
+    def __getattr__(self, name: str):
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            return getattr(self.module, name)
 
 
 def _to_device(batch: dict, device: torch.device) -> dict:

@@ -26,12 +26,13 @@ from pipeline.data.datasets import (AudioCacheDataset, audio_dataset, class_name
                                     split_indices, video_indices)
 from pipeline.evaluation import evaluate
 from pipeline.evaluation.metrics import confusion_matrix
+from pipeline.training import distributed
 from pipeline.io import write_json
 from pipeline.models.checkpoints import load_audio_head
 from pipeline.models.weights import load_weights, read_weights
 from pipeline.models.factory import MODEL_CONFIGS, create_model
 from pipeline.models.loss import audioclip_loss, same_text_positives, standalone_loss
-from pipeline.training.engine import OptimSettings, Trainer, resolve_device, seed_everything
+from pipeline.training.engine import OptimSettings, Speed, Trainer, resolve_device, seed_everything
 from pipeline.training.model_io import load_model, save_model
 
 log = logging.getLogger(__name__)
@@ -71,6 +72,21 @@ def positives(cfg: Config, texts: list[str], device: torch.device) -> torch.Tens
     return same_text_positives(texts, device) if cfg["loss"]["targets"] == "same_text" else None
 
 
+def contrastive(cfg: Config, model, out, texts: list[str]) -> torch.Tensor:
+    """The AudioCLIP loss of the *global* batch: in a distributed run the features are gathered over the ranks
+    (every clip is contrasted with the whole batch, not its rank's slice) and so are the texts that decide the
+    positives; on one process it is the plain loss."""
+    if distributed.current().enabled:
+        from pipeline.models.audioclip import SCALE_NAMES, AudioCLIPOutput
+
+        feats = {k: distributed.gather(v) for k, v in out.features.items()}
+        logits = {(a, b): out.scales[SCALE_NAMES[(a, b)]] * feats[a] @ feats[b].T for (a, b) in out.logits}
+        out = AudioCLIPOutput(features=feats, logits=logits, scales=out.scales)
+        texts = distributed.gather_objects(texts)
+    device = next(iter(out.features.values())).device
+    return audioclip_loss(model, out, positives=positives(cfg, texts, device))
+
+
 def _setup(cfg: Config, threads: int | None) -> torch.device:
     if threads:
         torch.set_num_threads(threads)
@@ -84,6 +100,13 @@ def fingerprint(cfg: Config, job: str, *inputs: Path) -> str:
 
     files = [(str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in map(Path, inputs)]
     return params_hash({"job": job, "params": cfg.params_hash, "inputs": files})
+
+
+def _common(cfg: Config) -> dict[str, Any]:
+    """Trainer arguments every stage takes from the profile."""
+    return {"collate": collate, "num_workers": cfg["train"]["num_workers"],
+            "checkpoint_seconds": 60 * cfg["train"]["checkpoint_minutes"],
+            "speed": Speed.from_dict(cfg["train"]["speed"])}
 
 
 def _meta(cfg: Config, **extra: Any) -> dict[str, Any]:
@@ -112,14 +135,13 @@ def train_stage1(cfg: Config, cache: Path, out: Path, run_dir: Path, threads: in
     def loss_fn(m, batch):
         return standalone_loss(m(batch["audio"]), batch["labels"]) + m.loss_ttf()
 
-    history = Trainer(model=model, loss_fn=loss_fn, param_groups=param_groups(model),
+    history = Trainer(**_common(cfg), model=model, loss_fn=loss_fn, param_groups=param_groups(model),
                       settings=OptimSettings.from_dict(cfg["train"]["stage1"]), train_dataset=train_set,
-                      collate=collate, run_dir=run_dir, device=device, seed=cfg["seed"],
-                      num_workers=cfg["train"]["num_workers"],
-                      checkpoint_seconds=60 * cfg["train"]["checkpoint_minutes"],
+                      run_dir=run_dir, device=device, seed=cfg["seed"],
                       fingerprint=fingerprint(cfg, "stage1", cache, *([init] if init else [])), desc="stage1").fit()
-    save_model(out, model, cfg["model"]["esresnext"], kwargs,
-               _meta(cfg, stage="stage1", class_names=names, history=history))
+    if distributed.current().is_main:  # one writer in a distributed run
+        save_model(out, model, cfg["model"]["esresnext"], kwargs,
+                   _meta(cfg, stage="stage1", class_names=names, history=history))
 
 
 # --- stages 2 and 3 (and the embedded profile's CLIP pre-training) ----------------------------------------
@@ -168,16 +190,16 @@ def pretrain_clip(cfg: Config, out: Path, run_dir: Path, threads: int | None = N
     def loss_fn(m, batch):
         device_ = batch["image"].device
         out_ = m(image=batch["image"], text=m.tokenize(batch["text"]).to(device_))
-        return audioclip_loss(m, out_, positives=positives(cfg, batch["text"], device_))
+        return contrastive(cfg, m, out_, batch["text"])
 
-    history = Trainer(model=model, loss_fn=loss_fn, param_groups=param_groups(model),
+    history = Trainer(**_common(cfg), model=model, loss_fn=loss_fn, param_groups=param_groups(model),
                       settings=OptimSettings.from_dict(cfg["train"]["clip_pretrain"]), train_dataset=train_set,
-                      collate=collate, run_dir=run_dir, device=device, seed=cfg["seed"],
-                      num_workers=cfg["train"]["num_workers"], frozen_modules=[model.audio],
-                      checkpoint_seconds=60 * cfg["train"]["checkpoint_minutes"],
+                      run_dir=run_dir, device=device, seed=cfg["seed"],
+                      frozen_modules=[model.audio],
                       fingerprint=fingerprint(cfg, "clip"), desc="clip").fit()
-    save_model(out, model, name, {}, _meta(cfg, stage="clip", captions=[t for _, t in train_set.pairs],
-                                           history=history))
+    if distributed.current().is_main:  # one writer in a distributed run
+        save_model(out, model, name, {}, _meta(cfg, stage="clip", captions=[t for _, t in train_set.pairs],
+                                               history=history))
 
 
 def _audioclip_stage(cfg: Config, stage: str, init: Path, cache: Path, out: Path, run_dir: Path,
@@ -199,15 +221,15 @@ def _audioclip_stage(cfg: Config, stage: str, init: Path, cache: Path, out: Path
     def loss_fn(m, batch):
         device_ = batch["audio"].device
         out_ = m(audio=batch["audio"], image=batch["image"], text=m.tokenize(batch["text"]).to(device_))
-        return audioclip_loss(m, out_, positives=positives(cfg, batch["text"], device_))
+        return contrastive(cfg, m, out_, batch["text"])
 
-    history = Trainer(model=model, loss_fn=loss_fn, param_groups=param_groups(model),
+    history = Trainer(**_common(cfg), model=model, loss_fn=loss_fn, param_groups=param_groups(model),
                       settings=OptimSettings.from_dict(cfg["train"][stage]), train_dataset=train_set,
-                      collate=collate, run_dir=run_dir, device=device, seed=cfg["seed"],
-                      num_workers=cfg["train"]["num_workers"], frozen_modules=frozen,
-                      checkpoint_seconds=60 * cfg["train"]["checkpoint_minutes"],
+                      run_dir=run_dir, device=device, seed=cfg["seed"],
+                      frozen_modules=frozen,
                       fingerprint=fingerprint(cfg, stage, *inputs), desc=stage).fit()
-    save_model(out, model, name, {}, _meta(cfg, stage=stage, class_names=class_names(cache), history=history))
+    if distributed.current().is_main:  # one writer in a distributed run
+        save_model(out, model, name, {}, _meta(cfg, stage=stage, class_names=class_names(cache), history=history))
 
 
 def train_stage2(cfg: Config, stage1: Path, cache: Path, out: Path, run_dir: Path, threads: int | None = None,
@@ -255,18 +277,20 @@ def finetune(cfg: Config, dataset: str, fold: int, mode: str, init: Path, cache:
             texts = [template.format(names[int(i)]) for i in batch["label"]]
             device_ = batch["audio"].device
             out_ = m(audio=batch["audio"], text=m.tokenize(texts).to(device_))
-            return audioclip_loss(m, out_, positives=positives(cfg, texts, device_))
+            return contrastive(cfg, m, out_, texts)
 
         def eval_fn(m):
             return scored(*evaluate.zero_shot_predictions(m, test_set, names, template, batch_size, device))
 
     settings = OptimSettings.from_dict(cfg["train"]["finetune"][dataset])
-    history = Trainer(model=model, loss_fn=loss_fn, param_groups=param_groups(model), settings=settings,
-                      train_dataset=train_set, collate=collate, run_dir=run_dir, device=device,
-                      seed=cfg["seed"] + fold, num_workers=cfg["train"]["num_workers"], eval_fn=eval_fn,
-                      frozen_modules=frozen, checkpoint_seconds=60 * cfg["train"]["checkpoint_minutes"],
+    history = Trainer(**_common(cfg), model=model, loss_fn=loss_fn, param_groups=param_groups(model), settings=settings,
+                      train_dataset=train_set, run_dir=run_dir, device=device,
+                      seed=cfg["seed"] + fold, eval_fn=eval_fn,
+                      frozen_modules=frozen,
                       fingerprint=fingerprint(cfg, f"finetune/{dataset}/{mode}/{fold}", init, cache),
                       desc=f"finetune {dataset} {mode} fold {fold}").fit()
+    if not distributed.current().is_main:
+        return {}  # rank 0 evaluated and writes the result
     if not last:  # resumed after the last epoch: nothing was evaluated in this process
         last.update(zip(("pred", "label"), evaluate.standalone_predictions(model, test_set, batch_size, device)
                         if mode == "standalone" else

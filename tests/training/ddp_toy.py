@@ -1,0 +1,73 @@
+"""A toy contrastive training run for the distributed tests: `python ddp_toy.py OUT [--lr-scaling linear]`,
+alone or under `torchrun --nproc_per_node N`. Rank 0 saves the final weights to OUT.
+
+Two linear encoders map paired (x, y) vectors to embeddings; the loss is the symmetric cross-entropy of the
+similarity logits over the *global* batch (features gathered over ranks), as AudioCLIP's contrastive loss is.
+No BatchNorm: per-rank statistics would make a distributed run differ from a single-process one by design.
+"""
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from pipeline.training import distributed  # noqa: E402
+from pipeline.training.engine import OptimSettings, Speed, Trainer  # noqa: E402
+
+
+class Pairs(torch.utils.data.Dataset):
+    def __init__(self):
+        g = torch.Generator().manual_seed(0)
+        self.x = torch.randn(32, 6, generator=g)
+        self.y = self.x @ torch.randn(6, 5, generator=g) + 0.1 * torch.randn(32, 5, generator=g)
+
+    def __len__(self):
+        return len(self.x)
+
+    def __getitem__(self, i):
+        return {"x": self.x[i], "y": self.y[i], "index": i}
+
+
+class TwoTowers(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = torch.nn.Linear(6, 4), torch.nn.Linear(5, 4)
+
+    def forward(self, x, y):
+        return F.normalize(self.a(x), dim=-1), F.normalize(self.b(y), dim=-1)
+
+
+def loss_fn(model, batch):
+    fa, fb = model(batch["x"], batch["y"])
+    fa, fb = distributed.gather(fa), distributed.gather(fb)  # the global batch
+    logits = 10.0 * fa @ fb.T
+    target = torch.arange(len(logits))
+    return (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
+
+
+def collate(items):
+    return {k: torch.stack([torch.as_tensor(i[k]) for i in items]) for k in items[0]}
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("out", type=Path)
+    parser.add_argument("--lr-scaling", default="none")
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    model = TwoTowers()
+    settings = OptimSettings(optimizer="sgd", epochs=3, batch_size=8, lr=0.5, gamma=0.9, momentum=0.9,
+                             nesterov=True, weight_decay=0.0)
+    trainer = Trainer(model=model, loss_fn=loss_fn, param_groups=[{"params": model.parameters()}], settings=settings,
+                      train_dataset=Pairs(), collate=collate, run_dir=args.out.parent / f"run-{args.out.stem}",
+                      device=torch.device("cpu"), seed=3, desc="toy", speed=Speed(lr_scaling=args.lr_scaling))
+    history = trainer.fit()
+    if distributed.current().is_main:
+        torch.save({"state": model.state_dict(), "losses": [h["loss"] for h in history]}, args.out)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,73 @@
+"""Data parallel training (torchrun, gloo on CPU) equals one process on the same global batch; bf16 and
+channels_last run on CPU through the same loop."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from pipeline.training.engine import EpochOrder, OptimSettings, Speed, Trainer
+
+TOY = Path(__file__).with_name("ddp_toy.py")
+
+
+def _run(args, tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+
+
+def _torchrun(tmp_path, out, *extra):
+    _run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(TOY),
+          str(out), *extra], tmp_path)
+
+
+@pytest.mark.slow
+def test_two_ranks_train_like_one_process_on_the_global_batch(tmp_path):
+    _run([sys.executable, str(TOY), str(tmp_path / "single.pt")], tmp_path)
+    _torchrun(tmp_path, tmp_path / "ddp.pt")
+    single, ddp = torch.load(tmp_path / "single.pt"), torch.load(tmp_path / "ddp.pt")
+    for key, value in single["state"].items():
+        torch.testing.assert_close(ddp["state"][key], value, rtol=1e-5, atol=1e-6)
+    assert ddp["losses"] == pytest.approx(single["losses"], rel=1e-5)
+    # the released rule (lr x number of devices) is a choice, and it changes the run
+    _torchrun(tmp_path, tmp_path / "scaled.pt", "--lr-scaling", "linear")
+    scaled = torch.load(tmp_path / "scaled.pt")
+    assert not torch.allclose(scaled["state"]["a.weight"], single["state"]["a.weight"], atol=1e-3)
+
+
+def test_ranks_split_each_global_batch():
+    whole = list(EpochOrder(10, 4, seed=1, epoch=2))
+    parts = [list(EpochOrder(10, 4, seed=1, epoch=2, rank=r, world_size=2)) for r in (0, 1)]
+    assert parts[0] == whole[0:2] + whole[4:6] and parts[1] == whole[2:4] + whole[6:8]
+    assert list(EpochOrder(10, 4, seed=1, epoch=2, start_batch=1, rank=1, world_size=2)) == whole[6:8]
+    with pytest.raises(ValueError, match="does not split evenly over 3 ranks"):
+        EpochOrder(10, 4, seed=1, epoch=0, world_size=3)
+
+
+def test_bf16_and_channels_last_on_cpu(tmp_path):
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Flatten(), torch.nn.LazyLinear(2))
+    model(torch.zeros(1, 3, 8, 8))
+    data = [{"image": torch.randn(3, 8, 8), "y": torch.tensor(i % 2), "index": i} for i in range(8)]
+    seen = {}
+
+    def loss_fn(m, batch):
+        out = m(batch["image"])
+        seen.update(dtype=out.dtype, nhwc=batch["image"].is_contiguous(memory_format=torch.channels_last))
+        return torch.nn.functional.cross_entropy(out.float(), batch["y"])
+
+    before = model[0].weight.detach().clone()
+    settings = OptimSettings(optimizer="sgd", epochs=1, batch_size=4, lr=0.1, gamma=1.0, momentum=0.0,
+                             nesterov=False, weight_decay=0.0)
+    Trainer(model=model, loss_fn=loss_fn, param_groups=[{"params": model.parameters()}], settings=settings,
+            train_dataset=data, collate=lambda items: {k: torch.stack([torch.as_tensor(i[k]) for i in items])
+                                                       for k in items[0]},
+            run_dir=tmp_path, device=torch.device("cpu"), seed=0,
+            speed=Speed(precision="bf16", channels_last=True)).fit()
+    assert seen == {"dtype": torch.bfloat16, "nhwc": True}
+    assert model[0].weight.dtype == torch.float32 and not torch.equal(model[0].weight, before)
+    with pytest.raises(ValueError, match="precision must be one of"):
+        Speed(precision="fp16")

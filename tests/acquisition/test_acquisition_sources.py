@@ -132,7 +132,7 @@ def test_a_real_video_becomes_an_audioset_clip(server, realdata, tmp_path):
     import soundfile as sf
 
     from pipeline.acquisition.audioset import fetch_audioset
-    from pipeline.data.cache import build_cache, cache_info
+    from pipeline.data.cache import build_cache
 
     for ytid in ("realVideo01", "realVideo02"):
         shutil.copy(realdata / "video" / "bigbuckbunny.mp4", server.root / f"{ytid}.mp4")

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from pipeline.models import create_model
-from pipeline.models.esresnext import ESResNeXtFBSP, make_window
+from pipeline.models.esresnext import ESResNeXtFBSP
 
 # AUDIOCLIP_FACTS.md section 11(a): 16384 sin(2 pi 1000 n / 44100), 5 s, frame 200, bins 40..56 (dB).
 SINE_FRAME200_BINS_40_56 = [

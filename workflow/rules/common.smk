@@ -41,6 +41,9 @@ ARGS = f"--params {_params_for_jobs()} --profile {PROFILE}"
 # Jobs see it in their environment (not as a rule parameter, which would rerun them on every invocation).
 INVOCATION = os.environ.setdefault("PIPELINE_INVOCATION", uuid.uuid4().hex)
 CONDA_ENV = "../../envs/audioclip.yaml"  # used with --sdm conda; pins mirror pyproject.toml
+# The AudioSet stages run under torchrun when train.speed.devices > 1 (data parallel, one process per GPU).
+_DEVICES = CFG["train"]["speed"]["devices"]
+TRAIN_CMD = "python -m pipeline" if _DEVICES == 1 else f"torchrun --standalone --nproc_per_node {_DEVICES} -m pipeline"
 # Training stages take half the cores: tiny CPU models gain little from more threads, and the fine-tuning
 # jobs that do not depend on the running stage can use the other half meanwhile.
 TRAIN_THREADS = max(1, workflow.cores // 2)

@@ -30,6 +30,7 @@ rule train_stage1:
     params:
         args=ARGS,
         run_dir=f"{W}/runs/stage1",
+        launch=TRAIN_CMD,
         init=" ".join(f"--init {p}" for p in layout.audio_init(CFG)),
         settings=section("train", "stage1") + section("augment") + section("model"),
     conda:
@@ -40,7 +41,7 @@ rule train_stage1:
         f"{LOGS}/benchmarks/train/stage1.tsv"
     threads: TRAIN_THREADS
     shell:
-        "python -m pipeline train --stage stage1 --cache {input.cache} {params.init} --out {output} --run-dir {params.run_dir}"
+        "{params.launch} train --stage stage1 --cache {input.cache} {params.init} --out {output} --run-dir {params.run_dir}"
         " {params.args} --threads {threads} 2> {log}"
 
 
@@ -54,6 +55,7 @@ rule train_stage2:
     params:
         args=ARGS,
         run_dir=f"{W}/runs/stage2",
+        launch=TRAIN_CMD,
         clip_init=" ".join(f"--clip-init {p}" for p in layout.clip_init(CFG)),
         settings=section("train", "stage2") + section("augment") + section("model"),
     conda:
@@ -64,7 +66,7 @@ rule train_stage2:
         f"{LOGS}/benchmarks/train/stage2.tsv"
     threads: TRAIN_THREADS
     shell:
-        "python -m pipeline train --stage stage2 --cache {input.cache} --init {input.init} --out {output}"
+        "{params.launch} train --stage stage2 --cache {input.cache} --init {input.init} --out {output}"
         " {params.clip_init} --run-dir {params.run_dir} {params.args} --threads {threads} 2> {log}"
 
 
@@ -77,6 +79,7 @@ rule train_stage3:
     params:
         args=ARGS,
         run_dir=f"{W}/runs/stage3",
+        launch=TRAIN_CMD,
         settings=section("train", "stage3") + section("augment") + section("model"),
     conda:
         CONDA_ENV
@@ -86,5 +89,5 @@ rule train_stage3:
         f"{LOGS}/benchmarks/train/stage3.tsv"
     threads: TRAIN_THREADS
     shell:
-        "python -m pipeline train --stage stage3 --cache {input.cache} --init {input.init} --out {output}"
+        "{params.launch} train --stage stage3 --cache {input.cache} --init {input.init} --out {output}"
         " --run-dir {params.run_dir} {params.args} --threads {threads} 2> {log}"

@@ -300,12 +300,13 @@ class Trainer:
         for module in self.frozen_modules:  # frozen heads keep their BatchNorm statistics
             module.eval()
         lr = self.optimizer.param_groups[0]["lr"]
-        sums = {"loss": 0.0, "steps": 0.0, "clips": 0.0, "seconds": 0.0, **sums}
+        sums = {"loss": 0.0, "steps": 0.0, "clips": 0.0, "seconds": 0.0, "data_seconds": 0.0, **sums}
         step = start_batch
-        t0 = last_save = time.perf_counter()
+        t0 = last_save = waited = time.perf_counter()
         bar = tqdm(self._loader(epoch, start_batch), desc=f"{self.desc} epoch {epoch + 1}/{self.settings.epochs}",
                    leave=False, mininterval=2.0)
         for batch in bar:
+            sums["data_seconds"] += time.perf_counter() - waited  # blocked on the loader: it should be ~0
             batch = _to_device(batch, self.device)
             if self.speed.channels_last and torch.is_tensor(batch.get("image")):
                 batch["image"] = batch["image"].contiguous(memory_format=torch.channels_last)
@@ -334,6 +335,7 @@ class Trainer:
                 last_save = now
                 if stop:
                     raise Preempted(self.desc, epoch, step)
+            waited = time.perf_counter()
         seconds = sums["seconds"] + time.perf_counter() - t0
         record: dict[str, Any] = {
             "epoch": epoch + 1,
@@ -341,6 +343,7 @@ class Trainer:
             "loss": sums["loss"] / max(sums["steps"], 1),
             "train_seconds": seconds,
             "clips_per_second": sums["clips"] / seconds if seconds > 0 else 0.0,
+            "data_wait_share": sums["data_seconds"] / seconds if seconds > 0 else 0.0,  # of the epoch's time
         }
         if self.eval_fn is not None:
             record.update(distributed.broadcast(self.eval_fn(self.model) if self.dist.is_main else None))

@@ -86,6 +86,7 @@ def test_a_run_killed_mid_epoch_resumes_at_the_step_it_saved(tmp_path):
     resumed = _trainer(tmp_path / "resumed", every=1)
     resumed.fit()
     assert (resumed.start_epoch, resumed.start_step) == (1, 2)
+    assert all(0 <= h["data_wait_share"] < 1 for h in resumed.history)  # time blocked on the loader
     assert resumed.calls["n"] == 9 - 5  # only the steps that were not saved are trained again
     _same_run(straight, resumed)
 

@@ -196,7 +196,7 @@ def log_table_cells(
 # training and evaluation jobs: one run per job, nested under one run per pipeline invocation
 
 JOB_EXPERIMENT = "audioclip-jobs"
-HISTORY_METRICS = ("loss", "lr", "accuracy", "clips_per_second", "train_seconds")
+HISTORY_METRICS = ("loss", "lr", "accuracy", "clips_per_second", "train_seconds", "data_wait_share")
 
 
 def job_record(path: str | Path) -> dict[str, Any]:

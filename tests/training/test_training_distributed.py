@@ -10,7 +10,7 @@ import torch
 
 from pipeline.training.engine import EpochOrder, OptimSettings, Speed, Trainer
 
-TOY = Path(__file__).with_name("ddp_toy.py")
+TOY = Path(__file__).with_name("toy_training.py")
 
 
 def _run(args, tmp_path):

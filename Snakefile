@@ -42,4 +42,5 @@ rule all:
         expand("results/{table}.csv", table=layout.TABLES),
         "results/metrics.json",
         "results/mlflow_jobs.json",
+        "results/report.html",
     default_target: True

@@ -133,6 +133,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-mlflow", action="store_true", help="skip MLflow logging")
     _common(p)
 
+    p = sub.add_parser("report", help="results/report.html: tables, per-fold accuracy, curves, confusion, PR curves")
+    p.add_argument("--results-dir", type=Path, default=Path("results"))
+    p.add_argument("--out", type=Path, default=Path("results/report.html"))
+    _common(p)
+
     p = sub.add_parser("track-jobs", help="log every job's per-epoch history and metrics to MLflow, one run per job "
                                           "nested under the pipeline invocation's run")
     p.add_argument("files", type=Path, nargs="+", help="metric JSONs and stage checkpoints")
@@ -378,6 +383,17 @@ def cmd_tables(args) -> None:
             tracking.log_table_cells(name, df, profile=cfg.profile, params_hash=cfg.params_hash, git_commit=commit)
 
 
+def cmd_report(args) -> None:
+    from pipeline import layout
+    from pipeline.reporting.report import write_report
+
+    cfg = _cfg(args)
+    made = layout.phase_targets(cfg)["train"]
+    checkpoints = {stage: Path(layout.checkpoint(cfg, stage)) for stage in ("clip", "standalone", "partial", "full")
+                   if layout.checkpoint(cfg, stage) in made}
+    write_report(args.results_dir, Path(cfg.workdir) / "metrics", checkpoints, args.out, cfg.profile)
+
+
 def cmd_track_jobs(args) -> None:
     from pipeline.io import write_json
     from pipeline.reporting import tracking
@@ -433,6 +449,7 @@ COMMANDS = {
     "classify": cmd_classify,
     "embed": cmd_embed,
     "tables": cmd_tables,
+    "report": cmd_report,
     "track-jobs": cmd_track_jobs,
     "metrics-json": cmd_metrics_json,
     "dvc-yaml": cmd_dvc_yaml,

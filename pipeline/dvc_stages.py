@@ -22,7 +22,7 @@ PHASE_OUTS: dict[str, list[str]] = {
     "train": ["work/${profile}/checkpoints"],
     "finetune": ["work/${profile}/metrics/finetune"],
     "evaluate": [f"work/${{profile}}/metrics/{k}" for k in ("zeroshot", "audioset", "imagenet", "querying")],
-    "tables": [*(f"results/table{n}.csv" for n in range(1, 5)), "results/mlflow_jobs.json"],
+    "tables": [*(f"results/table{n}.csv" for n in range(1, 5)), "results/mlflow_jobs.json", "results/report.html"],
 }
 PHASE_METRICS = {"tables": ["results/metrics.json"]}
 PHASE_INPUTS = {  # the phases whose outputs each phase reads

@@ -130,5 +130,5 @@ def phase_targets(cfg: Config) -> dict[str, list[str]]:
                      *(eval_metrics(cfg, "audioset", m) for m in FINETUNE_MODES),
                      *(eval_metrics(cfg, k, m) for k in ("imagenet", "querying") for m in CLIP_MODELS)],
         "tables": [*(str(RESULTS / f"{t}.csv") for t in TABLES), str(RESULTS / "metrics.json"),
-                   str(RESULTS / "mlflow_jobs.json")],
+                   str(RESULTS / "mlflow_jobs.json"), str(RESULTS / "report.html")],
     }

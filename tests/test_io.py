@@ -1,6 +1,7 @@
 """Atomic writes: a failed write leaves the previous file and no temporary behind."""
 
 import json
+import os
 
 import pytest
 
@@ -37,3 +38,19 @@ def test_invalid_json_is_reported_with_its_path(tmp_path):
     path.write_text("{not json")
     with pytest.raises(ValueError, match="broken.json: not valid JSON"):
         read_json(path)
+
+
+def test_atomic_files_get_the_usual_permissions(tmp_path):
+    import stat
+
+    mask = os.umask(0o022)
+    try:
+        from pipeline import io as pio
+
+        old = pio._FILE_MODE
+        pio._FILE_MODE = pio._default_file_mode()
+        pio.write_text(tmp_path / "a.txt", "x")
+        assert stat.S_IMODE((tmp_path / "a.txt").stat().st_mode) == 0o644  # not mkstemp's 0600
+    finally:
+        pio._FILE_MODE = old
+        os.umask(mask)

@@ -50,3 +50,21 @@ rule track_jobs:
     threads: 1
     shell:
         'python -m pipeline track-jobs {input} --invocation "$PIPELINE_INVOCATION" --out {output} {params.args} 2> {log}'
+
+
+rule report:
+    input:
+        tables=expand("results/{table}.csv", table=layout.TABLES),
+        metrics=[*layout.phase_targets(CFG)["finetune"], *layout.phase_targets(CFG)["evaluate"]],
+        checkpoints=layout.phase_targets(CFG)["train"],
+    output:
+        "results/report.html",
+    params:
+        args=ARGS,
+    conda:
+        CONDA_ENV
+    log:
+        f"{LOGS}/tables/report.log",
+    threads: 1
+    shell:
+        "python -m pipeline report --results-dir results --out {output} {params.args} 2> {log}"

@@ -149,6 +149,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("tables", type=Path, nargs="+", help="results/tableN.csv files")
     p.add_argument("--out", type=Path, required=True)
 
+    p = sub.add_parser("restore", help="dvc pull, then mark the restored outputs up to date for Snakemake")
+    p.add_argument("--remote", help="DVC remote (default: the configured one)")
+    p.add_argument("--profile", help="profile whose DAG is touched (default: params.yaml's)")
+
     p = sub.add_parser("dvc-yaml", help="write dvc.yaml from the Snakemake phases (or --check it)")
     p.add_argument("--out", type=Path, default=Path("dvc.yaml"))
     p.add_argument("--check", action="store_true", help="exit 1 if the file differs from what would be written")
@@ -418,6 +422,12 @@ def cmd_metrics_json(args) -> None:
     write_json(args.out, tables.metrics_summary(frames))
 
 
+def cmd_restore(args) -> None:
+    from pipeline.restore import restore
+
+    restore(remote=args.remote, profile=args.profile)
+
+
 def cmd_dvc_yaml(args) -> int:
     from pipeline import dvc_stages
 
@@ -452,5 +462,6 @@ COMMANDS = {
     "report": cmd_report,
     "track-jobs": cmd_track_jobs,
     "metrics-json": cmd_metrics_json,
+    "restore": cmd_restore,
     "dvc-yaml": cmd_dvc_yaml,
 }

@@ -158,7 +158,8 @@ def test_deleting_one_fold_reruns_only_that_fold_and_its_tables(smoke):
     fold.unlink()
     plan = snakemake(repo, "-n").stdout
     # us8k/full feeds Tables 2 and 3; the flat metrics file follows the tables
-    assert _job_stats(plan) == {"finetune": 1, "table": 2, "metrics_json": 1, "all": 1}, plan[-2000:]
+    assert _job_stats(plan) == {"finetune": 1, "table": 2, "metrics_json": 1, "track_jobs": 1, "report": 1,
+                                "all": 1}, plan[-2000:]
     snakemake(repo)
     assert json.loads(fold.read_text())["metrics"] == before  # deterministic: the same numbers again
     assert (repo / "results/table3.csv").read_bytes() == table3
@@ -174,3 +175,25 @@ def test_dvc_repro_runs_the_same_pipeline_and_then_does_nothing(smoke):
         assert (repo / f"results/table{n}.csv").read_bytes() == tables[n]
     second = run([*dvc, "repro"], repo)
     assert "Data and pipelines are up to date" in second.stdout, second.stdout
+
+
+def test_dvc_push_then_pull_into_a_fresh_clone_restores_without_rerunning(smoke, tmp_path):
+    """After `dvc repro` (the test above), push everything to a DVC remote, clone the repository afresh,
+    `python -m pipeline restore` (dvc pull + snakemake --touch): the same tables, and nothing to rerun."""
+    repo = smoke["repo"]
+    dvc = str(Path(sys.executable).parent / "dvc")
+    git = ["git", "-c", "user.name=smoke", "-c", "user.email=smoke@localhost"]
+    run([*git, "add", "dvc.lock"], repo)
+    run([*git, "commit", "-q", "-m", "pipeline state"], repo)
+    storage = tmp_path / "storage"
+    run([dvc, "remote", "modify", "--local", "local", "url", str(storage)], repo)
+    run([dvc, "push"], repo)
+    fresh = tmp_path / "fresh"
+    run(["git", "clone", "-q", str(repo), str(fresh)], tmp_path)
+    assert not (fresh / "results/table3.csv").exists() and not (fresh / W).exists()
+    run([dvc, "remote", "modify", "--local", "local", "url", str(storage)], fresh)
+    run([sys.executable, "-m", "pipeline", "restore"], fresh)
+    for n in range(1, 5):
+        assert (fresh / f"results/table{n}.csv").read_bytes() == (repo / f"results/table{n}.csv").read_bytes()
+    out = snakemake(fresh, "-n")
+    assert "Nothing to be done" in out.stdout + out.stderr, out.stdout[-3000:]

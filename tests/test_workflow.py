@@ -83,3 +83,19 @@ def test_evaluate_only_from_released_models_skips_audioset_training(tmp_path):
                         ("full", "AudioCLIP-Full-Training.pt")):
         assert f"rule import_released_{stage}:" in plan
         assert f"data/paper/weights/{name}" in plan  # fetched by fetch_weights, sha256-verified
+
+
+def test_slurm_profile_plans_the_dag_with_per_rule_resources():
+    """The SLURM profile parses and plans the DAG (a dry run needs no SLURM); model jobs carry their GPU
+    request from params (none in the embedded profile), fine-tuning folds are grouped."""
+    proc = _run("--workflow-profile", "workflow/profiles/slurm", "-n", "--forceall", "results/table3.csv")
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    out = proc.stdout + proc.stderr
+    assert out.count("Group job finetune") == 45 // 5  # five folds per SLURM submission
+    stage1 = out.split("rule train_stage1:", 1)[1].split("\n\n", 1)[0]
+    assert "runtime=4320" in stage1 and "gpu=0" in stage1  # embedded profile: no GPU requests
+    profile = yaml.safe_load((REPO_ROOT / "workflow/profiles/slurm/config.yaml").read_text())
+    assert profile["executor"] == "slurm" and profile["slurm-status-command"] == "squeue"
+    assert profile["groups"] == {"finetune": "finetune"} and profile["group-components"]["finetune"] == 5
+    for rule in ("train_stage1", "finetune", "zeroshot"):
+        assert profile["set-resources"][rule]["runtime"] > 0

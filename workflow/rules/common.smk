@@ -44,6 +44,9 @@ CONDA_ENV = "../../envs/audioclip.yaml"  # used with --sdm conda; pins mirror py
 # The AudioSet stages run under torchrun when train.speed.devices > 1 (data parallel, one process per GPU).
 _DEVICES = CFG["train"]["speed"]["devices"]
 TRAIN_CMD = "python -m pipeline" if _DEVICES == 1 else f"torchrun --standalone --nproc_per_node {_DEVICES} -m pipeline"
+# GPUs a cluster job asks for (resources: gpu=..., read by the SLURM executor; ignored when run locally).
+TRAIN_GPUS = _DEVICES if CFG["train"]["speed"]["gpu_jobs"] else 0
+MODEL_GPUS = 1 if CFG["train"]["speed"]["gpu_jobs"] else 0
 # Training stages take half the cores: tiny CPU models gain little from more threads, and the fine-tuning
 # jobs that do not depend on the running stage can use the other half meanwhile.
 TRAIN_THREADS = max(1, workflow.cores // 2)

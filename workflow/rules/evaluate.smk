@@ -17,6 +17,8 @@ rule zeroshot:
     benchmark:
         f"{LOGS}/benchmarks/evaluate/zeroshot_{{ftdataset}}_{{clipmodel}}.tsv"
     threads: 1
+    resources:
+        gpu=MODEL_GPUS,
     shell:
         "python -m pipeline evaluate zeroshot --model {wildcards.clipmodel} --dataset {wildcards.ftdataset}"
         " --checkpoint {input.checkpoint} --cache {input.cache} --out {output} {params.args} --threads {threads} 2> {log}"
@@ -38,6 +40,8 @@ rule evaluate_audioset:
     benchmark:
         f"{LOGS}/benchmarks/evaluate/audioset_{{mode}}.tsv"
     threads: 1
+    resources:
+        gpu=MODEL_GPUS,
     shell:
         "python -m pipeline evaluate audioset --model {wildcards.mode} --checkpoint {input.checkpoint} --cache {input.cache}"
         " --out {output} {params.args} --threads {threads} 2> {log}"
@@ -59,6 +63,8 @@ rule evaluate_imagenet:
     benchmark:
         f"{LOGS}/benchmarks/evaluate/imagenet_{{clipmodel}}.tsv"
     threads: 1
+    resources:
+        gpu=MODEL_GPUS,
     shell:
         "python -m pipeline evaluate imagenet --model {wildcards.clipmodel} --checkpoint {input.checkpoint}"
         " --cache {input.cache} --out {output} {params.args} --threads {threads} 2> {log}"
@@ -81,6 +87,8 @@ rule evaluate_querying:
     benchmark:
         f"{LOGS}/benchmarks/evaluate/querying_{{clipmodel}}.tsv"
     threads: 1
+    resources:
+        gpu=MODEL_GPUS,
     shell:
         "python -m pipeline evaluate querying --model {wildcards.clipmodel} --checkpoint {input.checkpoint} {params.caches}"
         " --out {output} {params.args} --threads {threads} 2> {log}"

@@ -21,6 +21,8 @@ rule finetune:
     benchmark:
         f"{LOGS}/benchmarks/finetune/{{ftdataset}}/{{mode}}/fold{{fold}}.tsv"
     threads: 1
+    resources:
+        gpu=MODEL_GPUS,
     shell:
         "python -m pipeline finetune --dataset {wildcards.ftdataset} --mode {wildcards.mode} --fold {wildcards.fold}"
         " --init {input.init} --cache {input.cache} --out {output} --run-dir {params.run_dir}"

@@ -16,6 +16,8 @@ rule pretrain_clip:
     benchmark:
         f"{LOGS}/benchmarks/train/clip.tsv"
     threads: TRAIN_THREADS
+    resources:
+        gpu=TRAIN_GPUS,
     shell:
         "python -m pipeline train --stage clip --out {output} --run-dir {params.run_dir}"
         " {params.args} --threads {threads} 2> {log}"
@@ -40,6 +42,8 @@ rule train_stage1:
     benchmark:
         f"{LOGS}/benchmarks/train/stage1.tsv"
     threads: TRAIN_THREADS
+    resources:
+        gpu=TRAIN_GPUS,
     shell:
         "{params.launch} train --stage stage1 --cache {input.cache} {params.init} --out {output} --run-dir {params.run_dir}"
         " {params.args} --threads {threads} 2> {log}"
@@ -65,6 +69,8 @@ rule train_stage2:
     benchmark:
         f"{LOGS}/benchmarks/train/stage2.tsv"
     threads: TRAIN_THREADS
+    resources:
+        gpu=TRAIN_GPUS,
     shell:
         "{params.launch} train --stage stage2 --cache {input.cache} --init {input.init} --out {output}"
         " {params.clip_init} --run-dir {params.run_dir} {params.args} --threads {threads} 2> {log}"
@@ -88,6 +94,8 @@ rule train_stage3:
     benchmark:
         f"{LOGS}/benchmarks/train/stage3.tsv"
     threads: TRAIN_THREADS
+    resources:
+        gpu=TRAIN_GPUS,
     shell:
         "{params.launch} train --stage stage3 --cache {input.cache} --init {input.init} --out {output}"
         " --run-dir {params.run_dir} {params.args} --threads {threads} 2> {log}"

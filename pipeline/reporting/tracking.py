@@ -13,7 +13,9 @@ first use of a fresh store runs MLflow's schema migrations, which break when two
 So for a sqlite store every writer takes an exclusive fcntl.flock on `<store>.lock` for the whole logging
 session (creation and migration included), and each MLflow call is still retried with backoff on "database is
 locked", which covers readers that do not take our lock (e.g. `mlflow ui`). Each retried call is one
-transaction, so a retry never logs a value twice. Other stores (an MLflow server) are used without the lock.
+transaction, so a retry never logs a value twice. Other stores (an MLflow server) are used without the lock;
+there the get-or-create of an experiment or of an invocation's parent run must tolerate a concurrent
+writer (`_experiment_id`, `_invocation_parent`).
 """
 
 from __future__ import annotations
@@ -129,6 +131,23 @@ def with_retry(fn: Callable[[], T], retries: int = RETRIES, base_delay: float = 
 # logging
 
 
+def _experiment_id(client: Any, name: str) -> str:
+    """Id of experiment `name`, created on first use. Writers that do not share our lock (clients of a tracking
+    server) may create it between our look-up and our create: then theirs is used."""
+    from mlflow.exceptions import MlflowException
+
+    exp = with_retry(lambda: client.get_experiment_by_name(name))
+    if exp is not None:
+        return exp.experiment_id
+    try:
+        return with_retry(lambda: client.create_experiment(name))
+    except MlflowException:
+        exp = with_retry(lambda: client.get_experiment_by_name(name))
+        if exp is None:
+            raise
+        return exp.experiment_id
+
+
 def log_table_cells(
     table_name: str,
     df: pd.DataFrame,
@@ -149,7 +168,6 @@ def log_table_cells(
         raise ValueError(f"{table_name}: two cells sanitise to the same metric name: {names}")
 
     from mlflow.entities import Metric, RunTag  # mlflow takes seconds to import: only once there is work
-    from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
     now = int(time.time() * 1000)
@@ -169,14 +187,7 @@ def log_table_cells(
     uri = tracking_uri or default_tracking_uri(repo_root)
     with _store_lock(uri):
         client = with_retry(lambda: MlflowClient(tracking_uri=uri))
-        exp = with_retry(lambda: client.get_experiment_by_name(experiment))
-        if exp is not None:
-            exp_id = exp.experiment_id
-        else:
-            try:
-                exp_id = with_retry(lambda: client.create_experiment(experiment))
-            except MlflowException:  # created meanwhile by a writer that does not share our lock (a server)
-                exp_id = with_retry(lambda: client.get_experiment_by_name(experiment)).experiment_id
+        exp_id = _experiment_id(client, experiment)
         run = with_retry(lambda: client.create_run(exp_id, tags=run_tags, run_name=f"{table_name}-{profile}"))
         run_id = run.info.run_id
         try:
@@ -235,6 +246,42 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, float]:
     return out
 
 
+def _invocation_parent(client: Any, exp_id: str, invocation: str, tags: dict[str, str]) -> str:
+    """The run of pipeline invocation `invocation`, created on first use; the same one for every writer.
+
+    Clients of a tracking server do not share our lock, so two writers may both find no parent and both create
+    one. A store offers one atomic get-or-create: experiment names are unique. So every writer proposes a parent
+    run by creating the (hidden) experiment f"{JOB_EXPERIMENT}/invocations/{invocation}" tagged with that run's
+    id; the one creation that succeeds decides, the others read its tag and delete the run they proposed."""
+    from mlflow.exceptions import MlflowException
+
+    name = f"{JOB_EXPERIMENT}/invocations/{invocation}"
+    marker = with_retry(lambda: client.get_experiment_by_name(name))  # deleted experiments are found too
+    if marker is not None:
+        return marker.tags["parent_run_id"]
+    found = with_retry(lambda: client.search_runs(  # a parent logged before the marker existed, oldest first
+        [exp_id], filter_string=f"tags.invocation = '{invocation}' and tags.kind = 'pipeline'",
+        order_by=["attributes.start_time ASC"]))
+    if found:
+        proposed, created = found[0].info.run_id, False
+    else:
+        proposed, created = with_retry(lambda: client.create_run(
+            exp_id, run_name=f"pipeline-{invocation[:8]}", tags={**tags, "kind": "pipeline"})).info.run_id, True
+    try:
+        marker_id = with_retry(lambda: client.create_experiment(name, tags={"parent_run_id": proposed}))
+    except MlflowException:  # another writer's proposal won (or our own, if a retried request had got through)
+        marker = with_retry(lambda: client.get_experiment_by_name(name))
+        if marker is None:
+            raise
+    else:
+        with_retry(lambda: client.delete_experiment(marker_id))  # keeps it out of the UI's experiment list
+        return proposed
+    parent = marker.tags["parent_run_id"]
+    if created and proposed != parent:
+        with_retry(lambda: client.delete_run(proposed))
+    return parent
+
+
 def log_jobs(files: list[str | Path], *, invocation: str, profile: str, params_hash: str, git_commit: str,
              tracking_uri: str | None = None, repo_root: str | Path | None = None) -> dict[str, str]:
     """One MLflow run per job file, its per-epoch history as step metrics (step = epoch) and its final metrics,
@@ -248,15 +295,8 @@ def log_jobs(files: list[str | Path], *, invocation: str, profile: str, params_h
     run_ids = {}
     with _store_lock(uri):
         client = with_retry(lambda: MlflowClient(tracking_uri=uri))
-        exp = with_retry(lambda: client.get_experiment_by_name(JOB_EXPERIMENT))
-        exp_id = exp.experiment_id if exp else with_retry(lambda: client.create_experiment(JOB_EXPERIMENT))
-        found = with_retry(lambda: client.search_runs(
-            [exp_id], filter_string=f"tags.invocation = '{invocation}' and tags.kind = 'pipeline'"))
-        if found:
-            parent = found[0].info.run_id
-        else:
-            parent = with_retry(lambda: client.create_run(exp_id, run_name=f"pipeline-{invocation[:8]}",
-                                                          tags={**common, "kind": "pipeline"})).info.run_id
+        exp_id = _experiment_id(client, JOB_EXPERIMENT)
+        parent = _invocation_parent(client, exp_id, invocation, common)
         for rec in records:
             tags = {**common, **{k: str(v) for k, v in rec["tags"].items()}, "job": rec["name"],
                     "mlflow.parentRunId": parent}

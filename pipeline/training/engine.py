@@ -8,7 +8,7 @@ the same permutation and, in deterministic mode, ends with the same weights and 
 run. A checkpoint holds the model, optimizer, scheduler, RNG states, the history and the partial epoch's
 running sums. SIGTERM (SLURM preemption, `scancel`) saves a checkpoint at the next step boundary and stops.
 
-Speed (Speed options): bf16 autocast, channels_last, torch.compile, and data parallel over the ranks of a
+Speed (the Speed settings): bf16 autocast, channels_last, torch.compile, and data parallel over the ranks of a
 torchrun launch (distributed.py): each rank takes its slice of every global batch, `settings.batch_size` stays
 the global batch and the learning rate does not change with the device count unless lr_scaling='linear' (the
 released trainer's lr x number of GPUs). Only rank 0 writes checkpoints and evaluates.
@@ -124,6 +124,8 @@ class EpochOrder(Sampler[int]):
                  rank: int = 0, world_size: int = 1):
         if batch_size % world_size:
             raise ValueError(f"batch size {batch_size} does not split evenly over {world_size} ranks")
+        if world_size > 1 and n < batch_size:  # a rank with no clips would leave the others waiting forever
+            raise ValueError(f"{n} clips are fewer than one global batch of {batch_size} over {world_size} ranks")
         self.n, self.batch_size, self.start = n, batch_size, start_batch * batch_size
         self.drop_last = drop_last and n >= batch_size  # a set smaller than one batch keeps its only batch
         self.generator_seed = seed * 1_000_003 + epoch

@@ -45,6 +45,8 @@ def test_ranks_split_each_global_batch():
     assert list(EpochOrder(10, 4, seed=1, epoch=2, start_batch=1, rank=1, world_size=2)) == whole[6:8]
     with pytest.raises(ValueError, match="does not split evenly over 3 ranks"):
         EpochOrder(10, 4, seed=1, epoch=0, world_size=3)
+    with pytest.raises(ValueError, match="3 clips are fewer than one global batch"):
+        EpochOrder(3, 4, seed=1, epoch=0, world_size=2)
 
 
 def test_bf16_and_channels_last_on_cpu(tmp_path):

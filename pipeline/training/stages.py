@@ -26,12 +26,12 @@ from pipeline.data.datasets import (AudioCacheDataset, audio_dataset, class_name
                                     split_indices, video_indices)
 from pipeline.evaluation import evaluate
 from pipeline.evaluation.metrics import confusion_matrix
-from pipeline.training import distributed
 from pipeline.io import write_json
 from pipeline.models.checkpoints import load_audio_head
-from pipeline.models.weights import load_weights, read_weights
 from pipeline.models.factory import MODEL_CONFIGS, create_model
 from pipeline.models.loss import audioclip_loss, same_text_positives, standalone_loss
+from pipeline.models.weights import load_weights, read_weights
+from pipeline.training import distributed
 from pipeline.training.engine import OptimSettings, Speed, Trainer, resolve_device, seed_everything
 from pipeline.training.model_io import load_model, save_model
 

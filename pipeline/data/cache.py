@@ -12,7 +12,7 @@ labels (N, K) uint8, fold (N,) int16, split (N,) str (AudioSet), source (N,) str
 (N, F) JPEG bytes (each S x S, centre-cropped) and has_video (N,) bool; ImageNet-like caches hold image
 (N, S, S, 3) uint8 instead of audio.
 
-Scale: the full AudioSet is ~1.6 TB of 44.1 kHz int16 audio, so its cache is built in shards (build_cache
+Scale: the full AudioSet is ~1.8 TB of 44.1 kHz int16 audio (~2.1 TB with frames), so its cache is built in shards (build_cache
 with shard=(i, n): a contiguous slice of the clips, one independent, resumable job each) and merge_shards()
 writes a small index file whose waveform and frames are HDF5 virtual datasets over the shards. Readers open
 the index like any cache; open_cache() checks that every shard is present, complete and the one the index
@@ -236,7 +236,7 @@ def _write_index(h5: h5py.File, meta: md.Metadata, kept: list[int]) -> None:
 def source_fingerprint(meta: md.Metadata) -> str:
     """sha256 over what the cache is built from: every item's name, labels, fold and split, and its file's
     size. Cheap enough for 2 M files (one stat each); a changed metadata row or a re-downloaded file of
-    another size changes it. (Content hashes of 1.6 TB would take hours.)"""
+    another size changes it. (Content hashes of 2 TB would take hours.)"""
     digest = hashlib.sha256(json.dumps([meta.dataset, meta.class_names]).encode())
     cols = ["source", "labels", "fold", "split", "path"]
     for source, labels, fold, split, path in meta.items[cols].itertuples(index=False):

@@ -28,13 +28,14 @@ def _torchrun(tmp_path, out, *extra):
 def test_two_ranks_train_like_one_process_on_the_global_batch(tmp_path):
     _run([sys.executable, str(TOY), str(tmp_path / "single.pt")], tmp_path)
     _torchrun(tmp_path, tmp_path / "ddp.pt")
-    single, ddp = torch.load(tmp_path / "single.pt"), torch.load(tmp_path / "ddp.pt")
+    single = torch.load(tmp_path / "single.pt", weights_only=True)
+    ddp = torch.load(tmp_path / "ddp.pt", weights_only=True)
     for key, value in single["state"].items():
         torch.testing.assert_close(ddp["state"][key], value, rtol=1e-5, atol=1e-6)
     assert ddp["losses"] == pytest.approx(single["losses"], rel=1e-5)
     # the released rule (lr x number of devices) is a choice, and it changes the run
     _torchrun(tmp_path, tmp_path / "scaled.pt", "--lr-scaling", "linear")
-    scaled = torch.load(tmp_path / "scaled.pt")
+    scaled = torch.load(tmp_path / "scaled.pt", weights_only=True)
     assert not torch.allclose(scaled["state"]["a.weight"], single["state"]["a.weight"], atol=1e-3)
 
 

@@ -44,7 +44,7 @@ def test_sigkill_at_random_points_then_resume_equals_an_uninterrupted_run(tmp_pa
     assert kills >= 2
     final = _start(out, "--every", "1")
     assert final.wait(timeout=120) == 0, final.stderr.read()
-    a, b = torch.load(tmp_path / "straight.pt"), torch.load(out)
+    a, b = torch.load(tmp_path / "straight.pt", weights_only=True), torch.load(out, weights_only=True)
     for key, value in a["state"].items():
         torch.testing.assert_close(b["state"][key], value, rtol=0, atol=0)
     assert b["losses"] == a["losses"]

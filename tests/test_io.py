@@ -7,6 +7,8 @@ import pytest
 
 from pipeline.io import atomic_path, read_json, write_json
 
+pytestmark = pytest.mark.reliability  # README: What is guaranteed
+
 
 def test_write_json_round_trip(tmp_path):
     path = tmp_path / "deep" / "m.json"

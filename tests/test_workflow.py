@@ -6,6 +6,7 @@ import shutil
 import subprocess
 import sys
 
+import pytest
 import yaml
 
 from pipeline.config import REPO_ROOT
@@ -47,6 +48,7 @@ def _copy_workflow(dest):
     return dest
 
 
+@pytest.mark.reliability
 def test_a_bad_params_file_stops_snakemake_naming_the_key(tmp_path):
     repo = _copy_workflow(tmp_path)
     params = yaml.safe_load((repo / "params.yaml").read_text())

@@ -11,6 +11,8 @@ from pipeline.acquisition import archives
 from pipeline.acquisition.archives import MARKER, UnsafeArchiveError, safe_extract
 from pipeline.io import sha256sum
 
+pytestmark = pytest.mark.reliability  # README: What is guaranteed
+
 GOOD = {"data/a.txt": b"alpha", "data/sub/b.txt": b"beta", "top.csv": b"x,y\n1,2\n"}
 
 

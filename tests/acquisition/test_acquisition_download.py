@@ -9,6 +9,8 @@ import pytest
 from pipeline.acquisition.download import ChecksumError, DownloadError, download, parse_checksum
 from pipeline.io import file_digest
 
+pytestmark = pytest.mark.reliability  # README: What is guaranteed
+
 FAST = {"backoff": 0.01, "timeout": 0.5}  # short waits keep the retry tests quick
 
 

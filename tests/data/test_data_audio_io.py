@@ -59,6 +59,7 @@ def test_float_wav_beyond_full_scale_is_clipped(tmp_path):
     assert load_audio(tmp_path / "loud.wav", 8000, 1).max() == 1.0
 
 
+@pytest.mark.reliability
 def test_broken_files_raise_naming_the_file(tmp_path):
     (tmp_path / "junk.wav").write_bytes(np.random.default_rng(0).bytes(3000))
     sf.write(tmp_path / "empty.wav", np.zeros((0, 1), np.float32), 8000)
@@ -73,6 +74,7 @@ def test_broken_files_raise_naming_the_file(tmp_path):
 
 
 @needs_ffmpeg
+@pytest.mark.reliability
 def test_ffmpeg_fallback_and_option_injection_safety(tmp_path, monkeypatch):
     sf.write(tmp_path / "src.wav", _sine(22050, 0.5, channels=2), 22050)
     monkeypatch.chdir(tmp_path)
@@ -136,6 +138,7 @@ def test_images_become_upright_rgb(tmp_path):
     assert np.asarray(load_image(tmp_path / "d.png"))[0, :, 0].tolist() == [0, 255]
 
 
+@pytest.mark.reliability
 def test_broken_images_raise_naming_the_file(tmp_path):
     (tmp_path / "bad.jpg").write_bytes(b"\xff\xd8\xff not really a jpeg")
     with pytest.raises(ImageDecodeError, match="bad.jpg"):

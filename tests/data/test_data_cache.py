@@ -98,6 +98,7 @@ def test_cache_is_deterministic(synthetic, caches, tmp_path):
             assert np.array_equal(a[name][()], b[name][()])
 
 
+@pytest.mark.reliability
 def test_stale_or_partial_cache_refused(caches, tmp_path):
     bad = tmp_path / "bad.h5"
     with pytest.raises(CacheError, match=r"attribute 'sample_rate' is 8000, expected 44100"):
@@ -195,6 +196,7 @@ def test_sharded_cache_reads_like_the_whole_one(synthetic, caches, tmp_path):
             assert all(np.array_equal(x, y) for x, y in zip(a["frames"][k], b["frames"][k])), k
 
 
+@pytest.mark.reliability
 def test_index_refuses_missing_or_rebuilt_shards(synthetic, tmp_path):
     shards = _shards(synthetic, tmp_path / "s", 2)
     with pytest.raises(CacheError, match=r"shard\(s\) \[1\] of 2 missing"):

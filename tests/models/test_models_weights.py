@@ -72,6 +72,7 @@ class _RunsCode:
         return os.system, (f'touch {self.marker}',)
 
 
+@pytest.mark.reliability
 def test_pickle_that_would_run_code_is_refused(tmp_path):
     marker = tmp_path / 'pwned'
     torch.save({'fc.weight': torch.zeros(1), 'payload': _RunsCode(marker)}, tmp_path / 'evil.pt')
@@ -80,6 +81,7 @@ def test_pickle_that_would_run_code_is_refused(tmp_path):
     assert not marker.exists()
 
 
+@pytest.mark.reliability
 def test_published_names_must_have_the_published_hash(tmp_path):
     sd = create_model('esresnext-fbsp-tiny').state_dict()
     torch.save(sd, tmp_path / 'ESRNXFBSP.pt')

@@ -137,6 +137,7 @@ def _log_worker(uri, metrics_root, profile, table, barrier):
 
 
 @pytest.mark.slow
+@pytest.mark.reliability
 def test_concurrent_writers_into_one_sqlite_store(tmp_path):
     roots = {p: fabricate(tmp_path / "work" / p / "metrics", p) for p in ("embedded", "paper")}
     jobs = [("embedded", t) for t in ("table1", "table2", "table3", "table4")]

@@ -75,6 +75,7 @@ def test_an_interrupted_run_resumes_and_ends_like_an_uninterrupted_one(tmp_path)
     _same_run(straight, resumed)
 
 
+@pytest.mark.reliability
 def test_a_run_killed_mid_epoch_resumes_at_the_step_it_saved(tmp_path):
     random.seed(0), np.random.seed(0)
     straight = _trainer(tmp_path / "straight")
@@ -91,6 +92,7 @@ def test_a_run_killed_mid_epoch_resumes_at_the_step_it_saved(tmp_path):
     _same_run(straight, resumed)
 
 
+@pytest.mark.reliability
 def test_sigterm_saves_at_a_step_boundary_and_stops(tmp_path):
     random.seed(0), np.random.seed(0)
     straight = _trainer(tmp_path / "straight")

@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
+pytestmark = pytest.mark.reliability  # README: What is guaranteed
+
 TOY = Path(__file__).with_name("toy_training.py")
 
 

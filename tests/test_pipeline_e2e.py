@@ -6,6 +6,7 @@ One Snakemake run builds every table; the tests then read what it made and exerc
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import sys
 import time
@@ -163,6 +164,39 @@ def test_deleting_one_fold_reruns_only_that_fold_and_its_tables(smoke):
     snakemake(repo)
     assert json.loads(fold.read_text())["metrics"] == before  # deterministic: the same numbers again
     assert (repo / "results/table3.csv").read_bytes() == table3
+
+
+@pytest.mark.reliability
+def test_snakemake_interrupted_mid_dag_then_rerun_finishes_only_what_was_missing(smoke):
+    """Ctrl-C (SIGINT) while fine-tuning jobs run: no partial metric file is left, and the rerun makes exactly
+    the missing ones, with the same tables as before."""
+    import signal
+    import subprocess
+
+    from smoke_support import env
+
+    repo = smoke["repo"]
+    folds = repo / W / "metrics/finetune/us8k/partial"
+    tables = {n: (repo / f"results/table{n}.csv").read_bytes() for n in range(1, 5)}
+    shutil_rm = [f.unlink() for f in folds.glob("fold*.json")]
+    assert len(shutil_rm) == 10
+    proc = subprocess.Popen([sys.executable, "-m", "snakemake", "--cores", "2"], cwd=repo, env=env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline and len(list(folds.glob("fold*.json"))) < 2:
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C sends to the whole foreground group
+    proc.wait(timeout=300)
+    made = sorted(f.name for f in folds.glob("fold*.json"))
+    assert 2 <= len(made) < 10, made
+    assert not list(folds.glob(".*tmp*"))  # nothing half-written under a temporary name
+    for f in folds.glob("fold*.json"):
+        json.loads(f.read_text())  # every file present is complete
+    plan = snakemake(repo, "-n").stdout
+    assert _job_stats(plan)["finetune"] == 10 - len(made), plan[-2000:]
+    snakemake(repo)
+    for n in range(1, 5):
+        assert (repo / f"results/table{n}.csv").read_bytes() == tables[n]
 
 
 def test_dvc_repro_runs_the_same_pipeline_and_then_does_nothing(smoke):

@@ -107,3 +107,17 @@ def test_results_are_never_half_written(tmp_path, monkeypatch):
     with pytest.raises(OSError):
         pio.write_text(target, "new,half")
     assert target.read_text() == "old,complete\n" and len(list(tmp_path.iterdir())) == 1  # no temporary left
+
+
+@pytest.mark.parametrize("rate, channels, subtype", [(8000, 1, "PCM_U8"), (192000, 8, "PCM_24"), (44100, 6, "FLOAT"),
+                                                     (22050, 3, "PCM_16")])
+def test_any_rate_depth_and_channel_count_becomes_model_audio(tmp_path, rate, channels, subtype):
+    import soundfile as sf
+
+    t = np.arange(rate // 4) / rate  # 0.25 s
+    wave = np.stack([0.5 * np.sin(2 * np.pi * (220 + 110 * c) * t) for c in range(channels)], axis=1)
+    path = tmp_path / f"clip-{rate}-{channels}.wav"
+    sf.write(path, wave.astype(np.float32), rate, subtype=subtype)
+    x = audio_io.load_audio(path, 44100, channels=1)
+    assert x.shape == (1, -(-len(t) * 44100 // rate)) and x.dtype == np.float32 and np.abs(x).max() <= 1.0
+    assert 0.05 < np.abs(x).max()  # the sound survived the mix-down and the resampling

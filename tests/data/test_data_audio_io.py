@@ -115,6 +115,7 @@ def test_real_ogg_same_through_soundfile_and_ffmpeg(realdata):
     assert load_audio(ogg, 16000, 2).shape == (2, int(np.ceil(a.shape[1] * 16000 / 44100)))
 
 
+@pytest.mark.reliability
 def test_images_become_upright_rgb(tmp_path):
     gray = Image.fromarray(np.arange(48, dtype=np.uint8).reshape(6, 8) * 5, "L")
     gray.save(tmp_path / "g.png")
@@ -132,6 +133,10 @@ def test_images_become_upright_rgb(tmp_path):
     exif[0x0112] = 6  # orientation: rotate 90 degrees on display
     tall.save(tmp_path / "r.jpg", exif=exif.tobytes())
     assert load_image(tmp_path / "r.jpg").size == (4, 10)
+
+    Image.new("CMYK", (3, 2), (0, 255, 255, 0)).save(tmp_path / "c.jpg")  # print-shop JPEG: red in CMYK
+    red = np.asarray(load_image(tmp_path / "c.jpg"))
+    assert red.shape == (2, 3, 3) and red[0, 0, 0] > 200 and red[0, 0, 1] < 60
 
     deep = Image.fromarray(np.array([[0, 60000]], dtype=np.uint16))
     deep.save(tmp_path / "d.png")

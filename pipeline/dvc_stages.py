@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import yaml
 
-CODE_DEPS = ["Snakefile", "workflow", "pipeline"]
+CODE_DEPS = ["Snakefile", "profiles", "workflow", "pipeline"]
 PARAMS = ["profile", "paper", "embedded"]
 
 # phase -> (folders or files it writes, templated on the profile); DAG order.

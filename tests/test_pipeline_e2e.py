@@ -168,8 +168,8 @@ def test_deleting_one_fold_reruns_only_that_fold_and_its_tables(smoke):
 
 @pytest.mark.reliability
 def test_snakemake_interrupted_mid_dag_then_rerun_finishes_only_what_was_missing(smoke):
-    """Ctrl-C (SIGINT) while fine-tuning jobs run: no partial metric file is left, and the rerun makes exactly
-    the missing ones, with the same tables as before."""
+    """Ctrl-C (SIGINT) while fine-tuning jobs run: no partial metric file is left, a plain rerun (no flags:
+    profiles/default reruns incomplete jobs) redoes only fine-tuning and the tables, with the same tables."""
     import signal
     import subprocess
 
@@ -192,8 +192,11 @@ def test_snakemake_interrupted_mid_dag_then_rerun_finishes_only_what_was_missing
     assert not list(folds.glob(".*tmp*"))  # nothing half-written under a temporary name
     for f in folds.glob("fold*.json"):
         json.loads(f.read_text())  # every file present is complete
-    plan = snakemake(repo, "-n").stdout
-    assert _job_stats(plan)["finetune"] == 10 - len(made), plan[-2000:]
+    plan = _job_stats(snakemake(repo, "-n").stdout)
+    # the missing folds, plus any whose file landed just before Snakemake registered the job as done (it reruns
+    # those as incomplete); nothing upstream of fine-tuning
+    assert 10 - len(made) <= plan["finetune"] <= 10, plan
+    assert set(plan) <= {"finetune", "table", "metrics_json", "track_jobs", "report", "all"}, plan
     snakemake(repo)
     for n in range(1, 5):
         assert (repo / f"results/table{n}.csv").read_bytes() == tables[n]

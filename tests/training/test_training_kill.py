@@ -50,4 +50,6 @@ def test_sigkill_at_random_points_then_resume_equals_an_uninterrupted_run(tmp_pa
     for key, value in a["state"].items():
         torch.testing.assert_close(b["state"][key], value, rtol=0, atol=0)
     assert b["losses"] == a["losses"]
-    assert not list((tmp_path / "run-killed").glob(".*tmp*"))  # no half-written temporary file left behind
+    # A kill during a save can leave the temporary file it was writing (SIGKILL runs no clean-up), but never a
+    # half-written last.pt: the state above resumed cleanly and matched.
+    assert all(p.name.startswith(".last.pt.") for p in (tmp_path / "run-killed").glob(".*"))

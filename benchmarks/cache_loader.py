@@ -10,15 +10,18 @@ Writes source sets in the official layouts into a temporary folder, then measure
                             (synthetic.generate, 480 x 480 source frames: the pixel count of 640 x 360),
                             cached as 224 px JPEG frames; built with compression None, 'lzf' and 'gzip'
               real_esc50 / real_us8k  the real clips in /work/shared/realdata (when present), reported apart
-  loader      clips/s through a torch DataLoader (batch 64, 16 with --quick; num_workers 0/1/2; a RandomSampler over
-              several epochs; the first round of batches is warm-up and not timed) of
-              cached_train  AudioCacheDataset via datasets.audio_dataset with the paper profile's augmentations
-              cached_eval   the same with train=False (pad/crop only: the loader's own cost)
-              decode_*      a Dataset that decodes the source file on every access (audio_io.load_audio at
-                            44.1 kHz, and for frames the source JPEG + fit_image), then the same transform
-              and the ratio cached/decode per worker count; AudioSet-like with and without frames (_frames);
-              the real sets with 1 worker only; CPU ms per clip next to clips/s (robust to a shared machine).
-  per_item_ms where one item's time goes (no DataLoader), frame JPEG sizes (synthetic and real footage),
+  loader      clips/s of raw batches (int16 audio, augmentation plans, uint8 frames: what is handed to the training
+              device) through pipeline.data.loader (batch 64, 16 with --quick; 0/1/2 reader threads, 0 = the
+              calling thread; shuffled clips over many epochs; the first round of batches is warm-up) of
+              cached_*      AudioCacheDataset via datasets.audio_dataset (paper profile, train mode)
+              decode_*      the same clips decoded from the source on every access (audio_io.load_audio at 44.1 kHz,
+                            and for frames the source JPEG + fit_image), same loader, buffers and plans
+              and the ratio cached/decode per thread count; AudioSet-like with and without frames (_frames);
+              the real sets with 1 thread only; cached_train_frames_worker_processes: the same cached clips handed
+              over by torch DataLoader worker processes (what the threads avoid); CPU ms per clip next to clips/s
+              (robust to a shared machine). The batched finish (augmentation, normalisation) runs on the training
+              device and is timed apart, on one CPU core, in per_item_ms.
+  per_item_ms where one clip's time goes (single calls), frame JPEG sizes (synthetic and real footage),
               workers needed for one H100's ~2,300 clips/s (an estimate), and the AudioSet disk footprint.
 Writes one JSON record; nothing here asserts a speed (benchmarks measure, tests check). --quick: ~1 minute.
 """
@@ -42,7 +45,7 @@ import h5py
 import numpy as np
 import soundfile as sf
 import torch
-from torch.utils.data import DataLoader, Dataset, RandomSampler
+from torch.utils.data import DataLoader, Dataset
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -53,7 +56,9 @@ from pipeline.data import synthetic  # noqa: E402
 from pipeline.data.audio_io import load_audio, load_image  # noqa: E402
 from pipeline.data.cache import (FRAME_GLOB, build_cache, decode_jpeg, encode_jpeg, fit_image,  # noqa: E402
                                  read_strings)
-from pipeline.data.datasets import audio_dataset, clip_normalise, collate, peak_rescale  # noqa: E402
+from pipeline.data import loader  # noqa: E402
+from pipeline.data.datasets import audio_dataset, collate, fit_frame  # noqa: E402
+from pipeline.data.transforms import draw_plan  # noqa: E402
 from pipeline.data.sounds import render  # noqa: E402
 from pipeline.io import write_json  # noqa: E402
 
@@ -168,11 +173,11 @@ def _n_clips(path: Path) -> int:
 # -----------------------------------------------------------------------------
 # loaders
 
-class DecodeEveryAccess(Dataset):
-    """What an uncached pipeline does per item: decode (and resample) the source file, cut it to the clip length
-    like the cache does, then the very transform of the cached dataset it mirrors; frames: decode the source
-    JPEG, fit it to image_size and normalise. Same items, same random draws, same computation as the cached
-    item but for the cache's int16 rounding."""
+class DecodeEveryAccess:
+    """What an uncached pipeline does per clip: decode (and resample) the source file and cut it to the clip
+    length like the cache builder does; frames: decode the source JPEG and fit it to image_size. It speaks the
+    cached dataset's batch protocol (pipeline.data.loader), so both run through the same loader, threads and
+    buffers, draw the same plans and are finished by the same code: only the read differs."""
 
     def __init__(self, cached, meta: md.Metadata, channels: int):
         self.cached, self.channels = cached, channels
@@ -182,29 +187,52 @@ class DecodeEveryAccess(Dataset):
     def __len__(self) -> int:
         return len(self.cached)
 
-    def __getitem__(self, i: int) -> dict:
+    def batch_buffers(self, batch_size: int, pin_memory: bool = False) -> dict:
+        return self.cached.batch_buffers(batch_size, pin_memory)
+
+    def batch_labels(self, positions: list[int]) -> dict:
+        return self.cached.batch_labels(positions)
+
+    def finish(self, batch: dict) -> dict:
+        return self.cached.finish(batch)
+
+    def read_item(self, i: int, buffers: dict, slot: int) -> None:
         c = self.cached
         idx = int(c.indices[i])
         rng = np.random.default_rng((c.seed, c.epoch, idx))
-        x = load_audio(self.paths[idx], SAMPLE_RATE, self.channels)[:, : c.clip_samples]
-        x = torch.from_numpy(x * np.float32(32768.0))  # the cache's int16 scale
-        if c.amplitude == "peak":
-            x = peak_rescale(x)
-        audio = c.transform(x, rng)
-        on = np.flatnonzero(c.labels[idx])
-        item = {"audio": audio.float(), "label": int(c.label[idx]), "labels": torch.from_numpy(c.labels[idx].copy()),
-                "text": ", ".join(c.class_names[k] for k in on), "index": idx}
+        x = load_audio(self.paths[idx], SAMPLE_RATE, self.channels)  # (C, n) float32 in [-1, 1]
+        n = min(x.shape[1], buffers["audio"].shape[2])
+        audio = buffers["audio"][slot].numpy()
+        audio[:, :n] = np.clip(np.round(x[:, :n] * 32768.0), -32768, 32767)  # the cache's int16 rounding
+        audio[:, n:] = 0
+        buffers["length"][slot] = n
+        buffers["plan"][slot] = torch.from_numpy(draw_plan(c.augment, n, c.clip_samples, c.train, rng))
         if c.with_frames:
             folder = Path(self.frames_dirs[idx])
             files = sorted(folder.glob(FRAME_GLOB)) if folder.is_dir() else []
             if files:
                 j = int(rng.integers(0, FRAMES_PER_CLIP)) if c.train else FRAMES_PER_CLIP // 2
                 pick = np.linspace(0, len(files) - 1, FRAMES_PER_CLIP).round().astype(int)
-                item["image"] = clip_normalise(fit_image(load_image(files[pick[j]]), IMAGE_SIZE), c.image_size)
+                frame = fit_frame(fit_image(load_image(files[pick[j]]), IMAGE_SIZE), c.image_size)
+                buffers["image"][slot].numpy()[:] = frame.transpose(2, 0, 1)
             else:
-                item["image"] = torch.zeros(3, c.image_size, c.image_size)
-            item["has_video"] = bool(files)
-        return item
+                buffers["image"][slot] = 0
+
+
+class OneClipPerItem(Dataset):
+    """The cached dataset as a map-style Dataset of raw items (int16 audio, plan, uint8 frame), for a torch
+    DataLoader with worker processes: what handing clips from worker processes to the trainer costs."""
+
+    def __init__(self, cached):
+        self.cached = cached
+
+    def __len__(self) -> int:
+        return len(self.cached)
+
+    def __getitem__(self, i: int) -> dict:
+        buffers = self.cached.batch_buffers(1)
+        self.cached.read_item(i, buffers, 0)
+        return {k: v[0] for k, v in buffers.items()} | {"index": int(self.cached.indices[i])}
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -221,18 +249,24 @@ def _system_cpu() -> tuple[float, float]:
     return (v[0] + v[1] + v[2] + v[5] + v[6]) / CLOCK_TICKS, v[7] / CLOCK_TICKS
 
 
-def time_loader(dataset: Dataset, workers: int, batch: int, min_seconds: float) -> dict:
-    """Clips/s through a DataLoader over many epochs' worth of shuffled indices (a long epoch). The first round of
-    batches (one per worker) is warm-up: worker start, file opening, and batches the workers made in parallel
-    before the clock started; timing runs from its arrival until min_seconds have passed. Also the CPU time the
-    main process and the workers spent meanwhile (robust to other load on the machine, unlike clips/s)."""
-    sampler = RandomSampler(dataset, num_samples=len(dataset) * 10_000, generator=torch.Generator().manual_seed(0))
-    loader = DataLoader(dataset, batch_size=batch, sampler=sampler, num_workers=workers, collate_fn=collate)
+def time_loader(dataset, workers: int, batch: int, min_seconds: float, processes: bool = False) -> dict:
+    """Clips/s of raw batches (int16 audio, plans, uint8 frames: what reaches the device) over shuffled clips
+    from many epochs. workers: pipeline.data.loader threads (0: the calling thread), or with processes=True a
+    torch DataLoader with that many worker processes over OneClipPerItem. The first round of batches is
+    warm-up (thread/worker start, file opening); timing runs from its arrival until min_seconds have passed.
+    Also the CPU time this process (its threads included) and worker processes spent meanwhile (robust to
+    other load on the machine, unlike clips/s)."""
+    order = torch.randint(0, len(dataset), (batch * 4000,), generator=torch.Generator().manual_seed(0)).tolist()
+    if processes:
+        source = DataLoader(OneClipPerItem(dataset), batch_size=batch, sampler=order, num_workers=workers,
+                            collate_fn=collate)
+    else:
+        source = loader.batches(dataset, order, batch, threads=workers)
     warmup = max(1, workers)
     t_start = time.perf_counter()
     clips = batches = 0
     t0 = first = None
-    it = iter(loader)
+    it = iter(source)
     pids = [p.pid for p in getattr(it, "_workers", [])]
     try:
         for k, b in enumerate(it):
@@ -253,13 +287,16 @@ def time_loader(dataset: Dataset, workers: int, batch: int, min_seconds: float) 
         main_cpu, worker_cpu = time.process_time() - cpu0[0], sum(map(_cpu_seconds, pids)) - cpu0[1]
         busy, steal = (a - b for a, b in zip(_system_cpu(), cpu0[2]))
     finally:
+        if hasattr(it, "close"):
+            it.close()
         del it
     rate = clips / seconds
     return {"clips_per_second": round(rate, 1), "per_worker": round(rate / workers, 1) if workers else None,
+            "workers_are": "processes" if processes else "threads",
             "timed_clips": clips, "timed_batches": batches, "timed_seconds": round(seconds, 2),
             "first_batch_seconds": round(first, 2), "batch": batch,
-            "cpu_ms_per_clip": {"main": round(main_cpu / clips * 1000, 2),
-                                "workers": round(worker_cpu / clips * 1000, 2) if workers else None,
+            "cpu_ms_per_clip": {"this_process": round(main_cpu / clips * 1000, 2),
+                                "worker_processes": round(worker_cpu / clips * 1000, 2) if pids else None,
                                 "total": round((main_cpu + worker_cpu) / clips * 1000, 2)},
             "clips_per_cpu_second": round(clips / max(main_cpu + worker_cpu, 1e-9), 1),
             # cores' worth of CPU that other processes (not this loader) used meanwhile, and VM steal: where
@@ -268,14 +305,16 @@ def time_loader(dataset: Dataset, workers: int, batch: int, min_seconds: float) 
             "steal_cores": round(steal / seconds, 2)}
 
 
-def loader_sweep(make, workers: list[int], batch: int, min_seconds: float, label: str) -> dict:
+def loader_sweep(make, workers: list[int], batch: int, min_seconds: float, label: str,
+                 processes: bool = False) -> dict:
     out = {}
     for w in workers:
         ds = make()
-        out[str(w)] = time_loader(ds, w, batch, min_seconds)
+        out[str(w)] = time_loader(ds, w, batch, min_seconds, processes)
         r = out[str(w)]
-        print(f"  {label:<40} workers={w}: {r['clips_per_second']:8.1f} clips/s, {r['cpu_ms_per_clip']['total']:6.2f} "
-              f"CPU ms/clip (other processes {r['other_processes_cores']} cores)", flush=True)
+        print(f"  {label:<40} {'processes' if processes else 'threads'}={w}: {r['clips_per_second']:8.1f} clips/s, "
+              f"{r['cpu_ms_per_clip']['total']:6.2f} CPU ms/clip (other processes {r['other_processes_cores']} cores)",
+              flush=True)
     if "1" in out and "2" in out:
         out["scaling_2_over_1"] = round(out["2"]["clips_per_second"] / out["1"]["clips_per_second"], 2)
     return out
@@ -301,41 +340,30 @@ def _ms(fn, repeats: int) -> float:
 
 
 def per_item_ms(cache: Path, meta: md.Metadata, settings: dict, dataset: str, channels: int, repeats: int) -> dict:
-    ds = audio_dataset(settings, cache, dataset, None, train=True, with_frames=dataset == "audioset")
+    """Where a clip's time goes, per call in this process: the cached read against the source decode, and the
+    batched finish (augmentation + normalisation) that runs on the training device, timed here on one CPU core."""
+    frames = dataset == "audioset"
+    ds = audio_dataset(settings, cache, dataset, None, train=True, with_frames=frames)
     ev = audio_dataset(settings, cache, dataset, None, train=False)
-    wave = ds.file.dataset("waveform")
+    one, one_ev = ds.batch_buffers(1), ev.batch_buffers(1)
     n = len(ds)
-    rng = np.random.default_rng(0)
-    idx = iter(rng.integers(0, n, 10 ** 6).tolist())
-    x = torch.from_numpy(wave[0, :, : int(ds.length[0])].astype(np.float32))
+    idx = iter(np.random.default_rng(0).integers(0, n, 10 ** 6).tolist())
     out = {
-        "h5_read_waveform": _ms(lambda: wave[next(idx), :, :], repeats),
-        "to_float32": _ms(lambda: torch.from_numpy(wave[0, :, :].astype(np.float32)), repeats),
-        "transform_train": _ms(lambda: ds.transform(x, np.random.default_rng(next(idx))), repeats),
-        "transform_eval": _ms(lambda: ev.transform(x, np.random.default_rng(next(idx))), repeats),
-        "item_cached_train" + ("_frames" if dataset == "audioset" else ""): _ms(lambda: ds[next(idx)], repeats),
-        "item_cached_eval_audio_only": _ms(lambda: ev[next(idx)], repeats),
-        "collate_per_clip": None,
+        "read_item_cached" + ("_with_frame" if frames else ""): _ms(lambda: ds.read_item(next(idx), one, 0), repeats),
+        "read_item_cached_audio_only": _ms(lambda: ev.read_item(next(idx), one_ev, 0), repeats),
         "load_audio_source": _ms(lambda: load_audio(meta.items["path"][next(idx)], SAMPLE_RATE, channels), repeats),
     }
-    batch = [ds[i % n] for i in range(64)]
-    out["collate_per_clip"] = round(_ms(lambda: collate(batch), 3) / 64, 3)
-    from pipeline.data.transforms import RandomNoise, RandomScale
-    out["transform_steps"] = {
-        "time_scale_1.5": _ms(lambda: RandomScale.scale(x, 1.5), repeats),
-        "time_scale_0.67": _ms(lambda: RandomScale.scale(x, 1 / 1.5), repeats),
-        "noise_always": _ms(lambda: RandomNoise(p=1.0)(x, np.random.default_rng(next(idx))), repeats),
-    }
-    if dataset == "audioset":
-        frames = ds.file.dataset("frames")
+    for name, d in (("train", ds), ("eval", ev)):
+        batch = next(loader.batches(d, range(min(n, BATCH)), BATCH))
+        out[f"finish_{name}_cpu_per_clip"] = round(_ms(lambda: d.finish(batch), max(3, repeats // 10))
+                                                   / len(batch["index"]), 3)
+    if frames:
         video = np.flatnonzero(ds.has_video)
-        vid = iter(rng.choice(video, 10 ** 6).tolist())
-        jpeg = frames[int(video[0]), 0]
-        pixels = decode_jpeg(jpeg)
+        vid = iter(np.random.default_rng(1).choice(video, 10 ** 6).tolist())
+        jpeg = ds.file.dataset("frames")[int(video[0]), 0]
         out.update({
-            "h5_read_frame_bytes": _ms(lambda: frames[next(vid), 5], repeats),
+            "h5_read_frame_bytes": _ms(lambda: ds.file.dataset("frames")[next(vid), 5], repeats),
             "decode_jpeg_224": _ms(lambda: decode_jpeg(jpeg), repeats),
-            "clip_normalise": _ms(lambda: clip_normalise(pixels, IMAGE_SIZE), repeats),
             "source_frame_load_and_fit": _ms(
                 lambda: fit_image(load_image(sorted(Path(meta.items["frames_dir"][next(vid)]).glob(FRAME_GLOB))[5]),
                                   IMAGE_SIZE), repeats),
@@ -443,7 +471,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sets, batch 16, 1 s timings (~1 minute)")
     parser.add_argument("--min-seconds", type=float, default=None, help="timed seconds per loader measurement")
-    parser.add_argument("--workers", default="0,1,2", help="DataLoader num_workers values, comma-separated")
+    parser.add_argument("--workers", default="0,1,2", help="loader thread counts, comma-separated")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "cache.json")
     args = parser.parse_args()
     batch = 16 if args.quick else BATCH
@@ -455,7 +483,7 @@ def main() -> None:
     torch.set_num_threads(1)  # as in a DataLoader worker; two threads on a shared 2-core machine only add noise
     started = time.perf_counter()
     record: dict = {
-        "benchmark": "HDF5 cache build and cached DataLoader throughput vs decoding the source on every access",
+        "benchmark": "HDF5 cache build and cached loader throughput vs decoding the source on every access",
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
                     "torch": torch.__version__, "h5py": h5py.__version__, "torch_threads_main": torch.get_num_threads(),
@@ -465,9 +493,9 @@ def main() -> None:
         "settings": {"quick": args.quick, "timed_seconds_min": min_s, "workers": workers, "batch": batch,
                      "cache_sample_rate": SAMPLE_RATE, "augment_paper": settings["augment"],
                      "per_item_ms": "median of repeated single calls in the main process",
-                     "loader": "DataLoader(batch, RandomSampler over many epochs, num_workers, collate); first "
-                               "round of batches (max(1, workers)) untimed; one torch thread per process (workers and "
-                               "main); every file is in the OS page cache (no disk reads are measured)"},
+                     "loader": "pipeline.data.loader.batches(batch, shuffled clips over many epochs, threads) of raw "
+                               "batches; first round of batches (max(1, threads)) untimed; one torch thread; every file "
+                               "is in the OS page cache (no disk reads are measured)"},
         "sources": {}, "build": {}, "loader": {}, "notes": []}
     with tempfile.TemporaryDirectory(prefix="cache_bench.") as tmp_str:
         tmp = Path(tmp_str)
@@ -512,22 +540,18 @@ def main() -> None:
                 return lambda: DecodeEveryAccess(cached(train, frames)(), meta, channels)
 
             res: dict = {"clips": n, "batch": batch}
-            # without augmentation (eval): the cached loader's own cost with 0 workers, and with its IPC with 1
-            ev = ([w for w in workers if w <= 1], [1])
-            plan = []  # (mode train/eval, frames, worker counts cached, worker counts decode)
-            if real:
-                plan = [("train", False, [1], [1])]
-            elif dataset == "audioset":
-                plan = [("train", True, workers, workers), ("train", False, [1], [1]), ("eval", True, *ev),
-                        ("eval", False, *ev)]
-            else:
-                plan = [("train", False, workers, workers), ("eval", False, *ev)]
-            for mode, frames, ws_cached, ws_decode in plan:
-                tag = mode + ("_frames" if frames else "")
+            plan = [(False, [1], [1])] if real else [(False, workers, workers)]  # (frames, threads cached, decode)
+            if dataset == "audioset":
+                plan = [(True, workers, workers), (False, [1], [1])]
+            for frames, ws_cached, ws_decode in plan:
+                tag = "train" + ("_frames" if frames else "")
                 for src, factory, ws in (("cached", cached, ws_cached), ("decode", decode, ws_decode)):
-                    res[f"{src}_{tag}"] = loader_sweep(factory(mode == "train", frames), ws, batch, min_s,
-                                                       f"{kind} {src} {tag}")
+                    res[f"{src}_{tag}"] = loader_sweep(factory(True, frames), ws, batch, min_s, f"{kind} {src} {tag}")
                 res[f"ratio_cached_over_decode_{tag}"] = ratios(res[f"cached_{tag}"], res[f"decode_{tag}"])
+            if dataset == "audioset":  # the same clips handed over by worker processes instead
+                res["cached_train_frames_worker_processes"] = loader_sweep(
+                    cached(True, True), [w for w in workers if w > 0], batch, min_s, f"{kind} cached train_frames",
+                    processes=True)
             record["loader"][kind] = res
 
         # compression (AudioSet-like); the None build is the one above, its loader is timed again here next to
@@ -546,10 +570,10 @@ def main() -> None:
                      "file_size_ratio_vs_none": round(b["file_bytes"] / base["file_bytes"], 3),
                      "waveform_size_ratio_vs_none": round(b["waveform_stored_bytes_per_clip"]
                                                           / base["waveform_stored_bytes_per_clip"], 3)}
-            for train, frames, w, label in ((True, True, 1, "loader_train_frames_1_worker"),
-                                            (False, False, 0, "loader_eval_0_workers")):
+            for train, frames, w, label in ((True, True, 1, "loader_train_frames_1_thread"),
+                                            (True, False, 0, "loader_train_calling_thread")):
                 ds = audio_dataset(settings, path, dataset, None, train=train, with_frames=frames)
-                timing = time_loader(ds, w, batch, min_s)
+                timing = time_loader(ds, w, batch, min_s)  # threads
                 entry[label] = {k: timing[k] for k in ("clips_per_second", "cpu_ms_per_clip", "other_processes_cores")}
                 print(f"  {kind} compression={c} {label}: {timing['clips_per_second']:8.1f} clips/s, "
                       f"{timing['cpu_ms_per_clip']['total']:6.2f} CPU ms/clip", flush=True)
@@ -597,8 +621,7 @@ def main() -> None:
     # the target
     loader_as = record["loader"]["audioset_like"]
     need = {}
-    for key in ("cached_train_frames", "cached_train", "cached_eval_frames", "cached_eval", "decode_train_frames",
-                "decode_train", "decode_eval_frames", "decode_eval"):
+    for key in ("cached_train_frames", "cached_train", "decode_train_frames", "decode_train"):
         one = loader_as.get(key, {}).get("1")
         if one:
             need[key] = {"per_worker_clips_per_second": one["clips_per_second"],

@@ -1,12 +1,13 @@
 """torch Datasets over the HDF5 caches, fold/split selection with a leak check, and the collate function.
 
-AudioCacheDataset item: audio float32 (C, clip_samples) in int16 scale, label int (-1 multi-label),
-labels float32 (K,) multi-hot, text str (label names joined with ", "), index int (row in the cache); with
-frames also image float32 (3, S, S) CLIP-normalised and has_video bool.
+AudioCacheDataset batch (after finish()): audio float32 (B, C, clip_samples) in int16 scale, label (B,) (-1
+multi-label), labels float32 (B, K) multi-hot, text list[str] (label names joined with ", "), index (B,) rows in
+the cache; with frames also image float32 (B, 3, S, S) CLIP-normalised and has_video (B,) bool. It is read by
+pipeline.data.loader (threads filling reusable buffers) and finished on the training device.
 
-The HDF5 file is opened lazily, once per process: a DataLoader worker forks/spawns with no handle and opens its
-own on first use (h5py handles must not cross processes). Augmentation randomness comes from
-numpy Generator((seed, epoch, index)): reproducible regardless of worker count or order; call set_epoch(e) for
+The HDF5 file is opened lazily, once per process (h5py handles must not cross processes; within a process h5py
+serialises access, so loader threads share one handle). Augmentation randomness comes from
+numpy Generator((seed, epoch, index)): reproducible regardless of threads, batch or order; call set_epoch(e) for
 fresh draws each epoch.
 """
 
@@ -21,7 +22,7 @@ import torch
 from PIL import Image
 
 from .cache import decode_jpeg, open_cache, read_attr, read_strings
-from .transforms import audio_transform
+from .transforms import PLAN_FIELDS, Augment, apply_plans, draw_plan
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -64,26 +65,41 @@ class _LazyH5:
         self._h5, self._datasets = None, {}
 
 
-def clip_normalise(frame: np.ndarray, size: int) -> torch.Tensor:
-    """uint8 (H, W, 3) -> float32 (3, size, size), CLIP mean/std normalised (bicubic resize if H != size)."""
+def fit_frame(frame: np.ndarray, size: int) -> np.ndarray:
+    """uint8 (H, W, 3) -> uint8 (size, size, 3): bicubic resize when the cached frame has another size."""
     if frame.shape[0] != size or frame.shape[1] != size:
         frame = np.asarray(Image.fromarray(frame).resize((size, size), Image.Resampling.BICUBIC))
-    x = torch.from_numpy(np.array(frame)).permute(2, 0, 1).float().div_(255.0)
-    mean = torch.tensor(CLIP_MEAN).view(3, 1, 1)
-    std = torch.tensor(CLIP_STD).view(3, 1, 1)
-    return (x - mean) / std
+    return frame
 
 
-def peak_rescale(x: torch.Tensor) -> torch.Tensor:
-    """Per-clip min-max rescale to [-32768, 32767] (released US8K loader). A constant clip maps to zeros
-    (the released formula would divide by zero)."""
-    lo, hi = x.min(), x.max()
-    if hi <= lo:
-        return torch.zeros_like(x)
-    return (x - lo) / (hi - lo) * 65535.0 - 32768.0
+def normalise_images(pixels: torch.Tensor) -> torch.Tensor:
+    """uint8 (..., 3, S, S) -> float32, CLIP mean/std normalised, on the tensor's device."""
+    mean = torch.tensor(CLIP_MEAN, device=pixels.device).view(3, 1, 1)
+    std = torch.tensor(CLIP_STD, device=pixels.device).view(3, 1, 1)
+    return (pixels.float().div_(255.0) - mean) / std
+
+
+def clip_normalise(frame: np.ndarray, size: int) -> torch.Tensor:
+    """uint8 (H, W, 3) -> float32 (3, size, size), CLIP mean/std normalised (bicubic resize if H != size)."""
+    return normalise_images(torch.from_numpy(np.array(fit_frame(frame, size))).permute(2, 0, 1))
+
+
+def peak_rescale(x: torch.Tensor, length: torch.Tensor) -> torch.Tensor:
+    """Per-clip min-max rescale of the valid samples to [-32768, 32767] (released US8K loader): x (B, C, L) float,
+    length (B,). A constant clip maps to zeros (the released formula would divide by zero)."""
+    valid = (torch.arange(x.shape[-1], device=x.device) < length.to(x.device).view(-1, 1)).unsqueeze(1)  # (B, 1, L)
+    lo = torch.where(valid, x, torch.inf).amin((1, 2), keepdim=True)
+    hi = torch.where(valid, x, -torch.inf).amax((1, 2), keepdim=True)
+    span = hi - lo
+    scaled = (x - lo) / torch.where(span > 0, span, 1) * 65535.0 - 32768.0
+    return torch.where(span > 0, scaled, torch.zeros_like(x))
 
 
 class AudioCacheDataset(torch.utils.data.Dataset):
+    """Clips of an audio cache, read in batches into reusable buffers (pipeline.data.loader) and finished on the
+    training device: the loader moves int16 waveforms, uint8 frames and per-clip augmentation plans (a few
+    scalars, transforms.draw_plan); finish() turns them into model input where the model runs."""
+
     def __init__(self, cache_path: str | os.PathLike, indices=None, *, clip_samples: int, train: bool,
                  augment: dict | None = None, amplitude: str = "int16", with_frames: bool = False,
                  image_size: int | None = None, seed: int = 0, expect: dict | None = None):
@@ -94,13 +110,14 @@ class AudioCacheDataset(torch.utils.data.Dataset):
                 raise ValueError(f"{cache_path}: not an audio cache")
             if with_frames and "frames" not in h5:
                 raise ValueError(f"{cache_path}: with_frames=True but the cache has no frames")
-            # small per-clip tables live in memory; waveforms and frames are read per item
+            # small per-clip tables live in memory; waveforms and frames are read per batch
             self.class_names: list[str] = read_attr(h5, "class_names")
             self.multilabel = bool(read_attr(h5, "multilabel"))
             self.length = h5["length"][()]
             self.label = h5["label"][()]
             self.labels = h5["labels"][()].astype(np.float32)
             self.has_video = h5["has_video"][()] if "has_video" in h5 else np.zeros(len(self.label), bool)
+            self.waveform_shape = tuple(h5["waveform"].shape[1:])  # (C, stored samples)
             self.n_frames = h5["frames"].shape[1] if "frames" in h5 else 0
             self.frame_size = int(read_attr(h5, "image_size")) if "frames" in h5 else 0
         n = len(self.label)
@@ -109,7 +126,7 @@ class AudioCacheDataset(torch.utils.data.Dataset):
             raise IndexError(f"{cache_path}: indices outside 0..{n - 1}")
         self.file = _LazyH5(cache_path)
         self.clip_samples, self.train, self.amplitude = clip_samples, train, amplitude
-        self.transform = audio_transform(augment, clip_samples, train)
+        self.augment = Augment.from_dict(augment)
         self.with_frames = with_frames
         self.image_size = image_size or self.frame_size
         self.seed, self.epoch = seed, 0
@@ -124,29 +141,72 @@ class AudioCacheDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.indices)
 
-    def __getitem__(self, i: int) -> dict:
+    # -- the loader's side: raw bytes into buffers --------------------------------------------------------
+    def batch_buffers(self, batch_size: int, pin_memory: bool = False) -> dict[str, torch.Tensor]:
+        """Empty buffers for one batch: audio int16 (B, C, stored), length (B,), plan float64 (B, 5), and with
+        frames image uint8 (B, 3, S, S). The loader reuses them, so pages are mapped once, not per batch."""
+        def empty(shape, dtype):
+            return torch.empty(shape, dtype=dtype, pin_memory=pin_memory)
+
+        out = {"audio": empty((batch_size, *self.waveform_shape), torch.int16),
+               "length": empty((batch_size,), torch.int64),
+               "plan": empty((batch_size, len(PLAN_FIELDS)), torch.float64)}
+        if self.with_frames:
+            out["image"] = empty((batch_size, 3, self.image_size, self.image_size), torch.uint8)
+        return out
+
+    def read_item(self, i: int, buffers: dict[str, torch.Tensor], slot: int) -> None:
+        """Item i into row `slot` of the buffers; thread-safe (h5py serialises file access; JPEG decoding runs
+        outside the GIL). Randomness: numpy Generator((seed, epoch, clip)), independent of threads and order."""
         idx = int(self.indices[i])
         rng = np.random.default_rng((self.seed, self.epoch, idx))
-        x = torch.from_numpy(self.file.dataset("waveform")[idx, :, : int(self.length[idx])].astype(np.float32))  # (C, valid)
-        if self.amplitude == "peak":
-            x = peak_rescale(x)
-        audio = self.transform(x, rng)  # (C, clip_samples)
-        on = np.flatnonzero(self.labels[idx])
-        item = {
-            "audio": audio.float(),
-            "label": int(self.label[idx]),
-            "labels": torch.from_numpy(self.labels[idx].copy()),
-            "text": ", ".join(self.class_names[k] for k in on),
-            "index": idx,
-        }
+        n = int(self.length[idx])
+        self.file.dataset("waveform").read_direct(buffers["audio"].numpy(), np.s_[idx], np.s_[slot])
+        buffers["length"][slot] = n
+        buffers["plan"][slot] = torch.from_numpy(draw_plan(self.augment, n, self.clip_samples, self.train, rng))
         if self.with_frames:
-            video = bool(self.has_video[idx])
-            if video:
+            if self.has_video[idx]:
                 j = int(rng.integers(0, self.n_frames)) if self.train else self.n_frames // 2
-                item["image"] = clip_normalise(decode_jpeg(self.file.dataset("frames")[idx, j]), self.image_size)
+                frame = fit_frame(decode_jpeg(self.file.dataset("frames")[idx, j]), self.image_size)
+                buffers["image"][slot].numpy()[:] = frame.transpose(2, 0, 1)  # (S, S, 3) -> (3, S, S)
             else:
-                item["image"] = torch.zeros(3, self.image_size, self.image_size)  # masked by has_video
-            item["has_video"] = video
+                buffers["image"][slot] = 0  # masked by has_video
+
+    def batch_labels(self, positions: list[int]) -> dict:
+        """The small per-clip fields of a batch: label (B,) (-1 multi-label), labels (B, K) multi-hot, text
+        (label names joined with ', '), index (B,) rows in the cache, has_video (B,) with frames."""
+        idx = self.indices[positions]
+        out = {"label": torch.from_numpy(self.label[idx].astype(np.int64)),
+               "labels": torch.from_numpy(self.labels[idx]),
+               "text": [", ".join(self.class_names[k] for k in np.flatnonzero(self.labels[i])) for i in idx],
+               "index": torch.from_numpy(idx.astype(np.int64))}
+        if self.with_frames:
+            out["has_video"] = torch.from_numpy(self.has_video[idx].astype(bool))
+        return out
+
+    # -- the device's side ----------------------------------------------------------------------------------
+    def finish(self, batch: dict) -> dict:
+        """A loaded batch (on any device) -> model input: audio float32 (B, C, clip_samples) in int16 scale,
+        augmented by its plans; image float32 (B, 3, S, S) CLIP-normalised. Other fields pass through."""
+        out = dict(batch)
+        x = batch["audio"].float()
+        if self.amplitude == "peak":
+            x = peak_rescale(x, batch["length"])
+        out["audio"] = apply_plans(x, batch["length"], batch["plan"], self.clip_samples, self.augment)
+        if "image" in batch:  # clips without video get a zero image (their has_video is False)
+            video = batch["has_video"].to(batch["image"].device).view(-1, 1, 1, 1)
+            out["image"] = torch.where(video, normalise_images(batch["image"]), 0.0)
+        return out
+
+    def __getitem__(self, i: int) -> dict:
+        """One finished item (for inspection and tests; training and evaluation read whole batches)."""
+        buffers = self.batch_buffers(1)
+        self.read_item(i, buffers, 0)
+        batch = self.finish({**buffers, **self.batch_labels([i])})
+        item = {"audio": batch["audio"][0], "label": int(batch["label"][0]), "labels": batch["labels"][0],
+                "text": batch["text"][0], "index": int(batch["index"][0])}
+        if self.with_frames:
+            item.update(image=batch["image"][0], has_video=bool(batch["has_video"][0]))
         return item
 
 

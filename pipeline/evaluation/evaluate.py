@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
+from pipeline.data import loader
 from pipeline.data.cache import open_cache
 from pipeline.data.datasets import (AudioCacheDataset, ImageCacheDataset, audio_dataset, class_names, collate,
                                     split_indices, video_indices)
@@ -23,8 +24,14 @@ from pipeline.io import write_json
 PAPER_DATASET_KEYS = ("imagenet", "audioset", "us8k", "esc50")
 
 
-def _batches(dataset: Dataset, batch_size: int):
-    return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0, collate_fn=collate)
+def _batches(dataset: Dataset, batch_size: int, device: torch.device):
+    """Every item in order, in batches on `device` ready for the model (cache datasets finished there)."""
+    if hasattr(dataset, "read_item"):
+        for batch in loader.batches(dataset, range(len(dataset)), batch_size, pin_memory=device.type == "cuda"):
+            yield dataset.finish(loader.to_device(batch, device))
+        return
+    for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0, collate_fn=collate):
+        yield loader.to_device(batch, device)
 
 
 @torch.no_grad()
@@ -41,11 +48,11 @@ def embed(model, dataset: Dataset, batch_size: int, device: torch.device, modali
     model.eval()
     feats, labels, multi = [], [], []
     encode = model.encode_audio if modality == "audio" else model.encode_image
-    for batch in _batches(dataset, batch_size):
-        feats.append(F.normalize(encode(batch[modality].to(device)).float(), dim=-1).cpu())
-        labels.append(batch["label"])
+    for batch in _batches(dataset, batch_size, device):
+        feats.append(F.normalize(encode(batch[modality]).float(), dim=-1).cpu())
+        labels.append(batch["label"].cpu())
         if "labels" in batch:
-            multi.append(batch["labels"])
+            multi.append(batch["labels"].cpu())
     out = {"features": torch.cat(feats), "label": torch.cat(labels)}
     if multi:
         out["labels"] = torch.cat(multi)
@@ -72,9 +79,9 @@ def standalone_predictions(model, dataset: Dataset, batch_size: int,
                            device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     model.eval()
     preds, labels = [], []
-    for batch in _batches(dataset, batch_size):
-        preds.append(model(batch["audio"].to(device)).argmax(dim=1).cpu())
-        labels.append(batch["label"])
+    for batch in _batches(dataset, batch_size, device):
+        preds.append(model(batch["audio"]).argmax(dim=1).cpu())
+        labels.append(batch["label"].cpu())
     return torch.cat(preds), torch.cat(labels)
 
 
@@ -128,9 +135,9 @@ def audioset_job(cfg, model_kind: str, checkpoint: Path, cache: Path, out: Path,
     if model_kind == "standalone":
         scores, targets = [], []
         with torch.no_grad():
-            for batch in _batches(_audio_set(cfg, cache, "audioset", eval_idx), bs):
-                scores.append(torch.sigmoid(model(batch["audio"].to(device))).cpu())
-                targets.append(batch["labels"])
+            for batch in _batches(_audio_set(cfg, cache, "audioset", eval_idx), bs, device):
+                scores.append(torch.sigmoid(model(batch["audio"])).cpu())
+                targets.append(batch["labels"].cpu())
         metrics["map_audio"] = mean_average_precision(torch.cat(scores), torch.cat(targets))
     else:
         views = audioset_views(cfg, model, cache, eval_idx, device)

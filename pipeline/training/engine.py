@@ -29,6 +29,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm import tqdm
 
+from pipeline.data import loader
 from pipeline.io import save_torch
 from pipeline.training import distributed
 
@@ -262,14 +263,23 @@ class Trainer:
                  self.start_step)
 
     # -- the loop ------------------------------------------------------------------------------------
-    def _loader(self, epoch: int, start_batch: int) -> DataLoader:
+    def _batches(self, epoch: int, start_batch: int) -> Iterator[dict]:
+        """This rank's batches of the epoch from batch `start_batch` on, on the device and ready for the model.
+        A cache dataset (read_item/finish) is read by pipeline.data.loader's threads and finished here; any other
+        Dataset goes through a DataLoader with `num_workers` processes."""
         if hasattr(self.dataset, "set_epoch"):
             self.dataset.set_epoch(epoch)  # per-epoch augmentation randomness, independent of workers
         order = EpochOrder(len(self.dataset), self.settings.batch_size, self.seed, epoch, start_batch,
                            rank=self.dist.rank, world_size=self.dist.world_size)
-        return DataLoader(
+        batch_size = self.settings.batch_size // self.dist.world_size
+        pin = self.device.type == "cuda"
+        if hasattr(self.dataset, "read_item"):
+            for batch in loader.batches(self.dataset, order, batch_size, threads=self.num_workers, pin_memory=pin):
+                yield self.dataset.finish(loader.to_device(batch, self.device))
+            return
+        yield from (loader.to_device(batch, self.device) for batch in DataLoader(
             self.dataset,
-            batch_size=self.settings.batch_size // self.dist.world_size,
+            batch_size=batch_size,
             sampler=order,
             # its own generator: a DataLoader otherwise draws its workers' base seed from the global RNG, which
             # would shift that stream by one draw on every resume
@@ -277,8 +287,8 @@ class Trainer:
             num_workers=self.num_workers,
             collate_fn=self.collate,
             persistent_workers=False,
-            pin_memory=self.device.type == "cuda",
-        )
+            pin_memory=pin,
+        ))
 
     def fit(self) -> list[dict[str, Any]]:
         self._resume()
@@ -305,11 +315,11 @@ class Trainer:
         sums = {"loss": 0.0, "steps": 0.0, "clips": 0.0, "seconds": 0.0, "data_seconds": 0.0, **sums}
         step = start_batch
         t0 = last_save = waited = time.perf_counter()
-        bar = tqdm(self._loader(epoch, start_batch), desc=f"{self.desc} epoch {epoch + 1}/{self.settings.epochs}",
+        bar = tqdm(self._batches(epoch, start_batch), desc=f"{self.desc} epoch {epoch + 1}/{self.settings.epochs}",
                    leave=False, mininterval=2.0)
         for batch in bar:
-            sums["data_seconds"] += time.perf_counter() - waited  # blocked on the loader: it should be ~0
-            batch = _to_device(batch, self.device)
+            # blocked on the loader (and, for cache datasets, the batched augmentation on the device): should be ~0
+            sums["data_seconds"] += time.perf_counter() - waited
             if self.speed.channels_last and torch.is_tensor(batch.get("image")):
                 batch["image"] = batch["image"].contiguous(memory_format=torch.channels_last)
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.speed.precision == "bf16"):
@@ -362,10 +372,6 @@ class _DDP(torch.nn.parallel.DistributedDataParallel):
             return super().__getattr__(name)
         except AttributeError:
             return getattr(self.module, name)
-
-
-def _to_device(batch: dict, device: torch.device) -> dict:
-    return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
 
 
 def _numpy_state() -> dict[str, Any]:

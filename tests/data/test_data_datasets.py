@@ -11,9 +11,10 @@ import torch
 
 from data_support import CACHE_ARGS
 
+from pipeline.data import loader
 from pipeline.data.cache import build_cache, decode_jpeg, merge_shards, open_cache, read_strings
 from pipeline.data.datasets import (CLIP_MEAN, CLIP_STD, AudioCacheDataset, ImageCacheDataset, LeakError,
-                                    check_no_leak, class_names, clip_normalise, collate, fold_split, recording_id,
+                                    check_no_leak, class_names, clip_normalise, fold_split, recording_id,
                                     split_indices, video_indices)
 
 AUG = {"time_scale": 1.5, "flip": {"mode": "time", "p": 0.5}, "noise": {"p": 0.25, "snr_min": 10, "snr_max": 120},
@@ -79,18 +80,36 @@ def test_multilabel_items_with_frames(caches):
         AudioCacheDataset(caches["esc50"], clip_samples=100, train=False, with_frames=True)
 
 
-def test_collate_and_dataloader_workers(caches):
+def test_loader_threads_give_the_items_and_reuse_their_buffers(caches):
     ds = AudioCacheDataset(caches["audioset"], clip_samples=4000, train=True, augment=AUG, with_frames=True)
-    batch = collate([ds[0], ds[1], ds[2]])
-    assert batch["audio"].shape == (3, 1, 4000) and batch["labels"].shape == (3, 14)
-    assert batch["image"].shape == (3, 3, 24, 24) and batch["has_video"].dtype == torch.bool
-    assert batch["label"].dtype == torch.int64 and isinstance(batch["text"], list) and len(batch["text"]) == 3
-    clone = pickle.loads(pickle.dumps(ds))  # an opened handle never travels to a worker
+    positions = list(range(len(ds)))[::-1]  # any order
+    got = [(b["index"].tolist(), ds.finish(b), b["audio"].data_ptr())
+           for b in loader.batches(ds, positions, 8, threads=2, prefetch=2)]
+    assert [len(i) for i, _, _ in got] == [8] * (len(ds) // 8) + ([len(ds) % 8] if len(ds) % 8 else [])
+    assert len({ptr for _, _, ptr in got}) == 4  # a ring of prefetch + 2 buffers, not one per batch
+    batch = got[0][1]
+    assert batch["audio"].shape == (8, 1, 4000) and batch["labels"].shape == (8, 14)
+    assert batch["image"].shape == (8, 3, 24, 24) and batch["has_video"].dtype == torch.bool
+    assert batch["label"].dtype == torch.int64 and isinstance(batch["text"], list) and len(batch["text"]) == 8
+    for index, finished, _ in got:  # threads, batching and order change nothing: each clip as read alone
+        for j, k in enumerate(index):
+            ref = ds[k]
+            assert torch.equal(finished["audio"][j], ref["audio"]) and torch.equal(finished["image"][j], ref["image"])
+            assert finished["text"][j] == ref["text"]
+    clone = pickle.loads(pickle.dumps(ds))  # an opened handle never travels to another process
     assert clone.file._h5 is None and torch.equal(clone[0]["audio"], ds[0]["audio"])
-    loader = torch.utils.data.DataLoader(ds, batch_size=8, num_workers=2, collate_fn=collate)
-    batches = list(loader)
-    assert sum(len(b["text"]) for b in batches) == len(ds)
-    assert torch.equal(batches[0]["audio"][1], ds[1]["audio"])  # same draws in a worker process
+
+
+def test_a_reader_error_reaches_the_consumer(caches):
+    class Broken(AudioCacheDataset):
+        def read_item(self, i, buffers, slot):
+            if i == 5:
+                raise OSError(f"{self.file.path}: clip 5 unreadable")
+            super().read_item(i, buffers, slot)
+
+    ds = Broken(caches["esc50"], clip_samples=4000, train=False)
+    with pytest.raises(OSError, match="clip 5 unreadable"):
+        list(loader.batches(ds, range(len(ds)), 4, threads=2))
 
 
 def test_image_dataset(caches):
@@ -177,7 +196,7 @@ def test_class_names_and_video_indices(caches):
     assert len(video_indices(caches["audioset"], everything)) < len(has_video)  # some clips have no video
 
 
-def test_loader_streams_a_sharded_cache_with_worker_processes(synthetic, caches, tmp_path):
+def test_loader_streams_a_sharded_cache(synthetic, caches, tmp_path):
     args = CACHE_ARGS["audioset"]
     shards = [tmp_path / f"s{i}.h5" for i in range(3)]
     for i, path in enumerate(shards):
@@ -186,8 +205,7 @@ def test_loader_streams_a_sharded_cache_with_worker_processes(synthetic, caches,
     kwargs = dict(clip_samples=4000, train=False, with_frames=True, image_size=24)
     whole = AudioCacheDataset(caches["audioset"], **kwargs)
     sharded = AudioCacheDataset(tmp_path / "index.h5", **kwargs)
-    loader = torch.utils.data.DataLoader(sharded, batch_size=8, num_workers=2, collate_fn=collate)
-    batches = list(loader)
+    batches = [sharded.finish(b) for b in loader.batches(sharded, range(len(sharded)), 8, threads=2)]
     assert sum(len(b["index"]) for b in batches) == len(whole) == 42
     for batch in batches:
         for j, k in enumerate(batch["index"].tolist()):

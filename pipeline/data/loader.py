@@ -1,0 +1,73 @@
+"""Batches of a cache dataset: threads read clips straight into a small ring of reusable batch buffers.
+
+Why not a torch DataLoader with worker processes: a 10 s clip is 882 kB of int16, and reading it from the cache
+is a ~0.2 ms copy out of the page cache. Handing a batch from a worker process to the trainer costs more than
+reading it: the batch is copied into a fresh shared-memory segment whose pages are then faulted in on both sides
+(benchmarks/cache.json, "handoff"). Threads share the process instead: h5py serialises file access, JPEG decoding
+runs outside the GIL, and the buffers are allocated (pinned for CUDA) once per epoch, not once per batch.
+Augmentation is not done here: each clip carries its plan (transforms.draw_plan) and the dataset's finish()
+applies the plans to the whole batch on the training device.
+
+Contract: a yielded batch's tensors are views of ring buffers; they stay valid until the batch after next is
+taken. Consumers finish (or copy) a batch before taking more than one more: the Trainer and evaluation do.
+
+The dataset protocol (AudioCacheDataset): batch_buffers(batch_size, pin_memory) -> dict of empty tensors,
+read_item(position, buffers, slot), batch_labels(positions) -> dict of the small per-clip fields.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+
+import torch
+
+
+def batches(dataset, positions: Iterable[int], batch_size: int, *, threads: int = 0, prefetch: int = 2,
+            pin_memory: bool = False) -> Iterator[dict]:
+    """Batches of `dataset` at `positions` (in order, the last one possibly short). threads=0 reads in the
+    calling thread; otherwise `threads` threads read the clips of the next `prefetch` batches while the caller
+    works on the current one."""
+    if batch_size < 1 or prefetch < 1:
+        raise ValueError(f"batch_size and prefetch must be >= 1, got {batch_size} and {prefetch}")
+    positions = list(positions)
+    chunks = [positions[i:i + batch_size] for i in range(0, len(positions), batch_size)]
+    # in use at once: the batch before the current one (a device copy may still read it), the current one,
+    # and `prefetch` being read
+    ring = [dataset.batch_buffers(batch_size, pin_memory) for _ in range(min(len(chunks), prefetch + 2))]
+
+    def assemble(j: int) -> dict:
+        n = len(chunks[j])
+        return {**{k: v[:n] for k, v in ring[j % len(ring)].items()}, **dataset.batch_labels(chunks[j])}
+
+    if threads == 0:
+        for j, chunk in enumerate(chunks):
+            for slot, pos in enumerate(chunk):
+                dataset.read_item(pos, ring[j % len(ring)], slot)
+            yield assemble(j)
+        return
+
+    pool = ThreadPoolExecutor(threads, thread_name_prefix="cache-loader")
+    pending: deque[list[Future]] = deque()
+
+    def submit(j: int) -> None:
+        buffers = ring[j % len(ring)]
+        pending.append([pool.submit(dataset.read_item, pos, buffers, slot) for slot, pos in enumerate(chunks[j])])
+
+    try:
+        for j in range(min(prefetch, len(chunks))):
+            submit(j)
+        for j in range(len(chunks)):
+            for future in pending.popleft():
+                future.result()  # a reader's error surfaces here, in order
+            if j + prefetch < len(chunks):
+                submit(j + prefetch)  # reuses the buffers of batch j - 2
+            yield assemble(j)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)  # also when the consumer stops early
+
+
+def to_device(batch: dict, device: torch.device) -> dict:
+    """Tensors to `device` (asynchronously from pinned memory); lists and numbers stay."""
+    return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}

@@ -93,9 +93,15 @@ def _merge(base: dict, overrides: dict, where: str, source: Path) -> None:
             base[key] = copy.deepcopy(value)
 
 
+# JSON Schema counts 2.0 as an integer; Python does not (range(2.0), a batch size of 64.0 fail deep inside a job).
+_STRICT_TYPES = jsonschema.Draft202012Validator.TYPE_CHECKER.redefine(
+    "integer", lambda checker, value: isinstance(value, int) and not isinstance(value, bool))
+_Validator = jsonschema.validators.extend(jsonschema.Draft202012Validator, type_checker=_STRICT_TYPES)
+
+
 def _validate(settings: dict, profile: str, source: Path) -> None:
     schema = yaml.safe_load(SCHEMA_PATH.read_text(encoding="utf-8"))
-    validator = jsonschema.Draft202012Validator(schema)
+    validator = _Validator(schema)
     errors = sorted(validator.iter_errors(settings), key=lambda e: list(e.absolute_path))
     if errors:
         lines = []

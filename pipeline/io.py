@@ -32,8 +32,14 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     `suffix` keeps an extension for writers that care about it (h5py does not, pandas does not).
     """
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=f".tmp{suffix}", dir=target.parent)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=f".tmp{suffix}", dir=target.parent)
+    except OSError as err:
+        # mkstemp's own message names a random temporary name; say which result could not be written, and where.
+        # OSError(errno, ...) keeps the subclass (PermissionError, ...) for callers that catch it.
+        raise OSError(err.errno, f"cannot write {target}: {err.strerror} (no new file can be made in "
+                                 f"{target.parent}; an existing {target.name} is kept as it is)") from err
     os.close(fd)
     tmp = Path(tmp_name)
     os.chmod(tmp, _FILE_MODE)  # mkstemp makes 0600 files; results on a shared cluster must be readable as usual
@@ -44,7 +50,8 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
         os.replace(tmp, target)
         fsync_dir(target.parent)
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # a folder turned read-only meanwhile: the first error is the one to see
+            tmp.unlink(missing_ok=True)
         raise
 
 

@@ -100,3 +100,21 @@ def test_import_weights_makes_a_stage_checkpoint(tmp_path, capsys):
     assert main(["import-weights", str(tmp_path / "clip.pt"), "--stage", "full", "--name", "audioclip-tiny",
                  "--out", str(tmp_path / "x.pt")]) == 2
     assert "does not cover the whole audioclip-tiny" in capsys.readouterr().err and not (tmp_path / "x.pt").exists()
+
+
+@pytest.mark.reliability
+def test_a_bad_params_file_stops_a_command_naming_the_key(capsys, tmp_path):
+    import yaml
+
+    from pipeline.config import DEFAULT_PARAMS
+
+    params = yaml.safe_load(DEFAULT_PARAMS.read_text())
+    params["embedded"]["train"]["finetune"]["esc50"]["epochs"] = -2
+    params["embedded"]["data"]["sample_rate"] = "8k"
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    code = main(["generate-data", "--dataset", "esc50", "--out", str(tmp_path / "d"), "--params", str(path)])
+    err = capsys.readouterr().err
+    assert code == 2 and not (tmp_path / "d").exists()  # nothing done
+    assert "embedded.data.sample_rate: '8k' is not of type 'integer'" in err
+    assert "embedded.train.finetune.esc50.epochs: -2 is less than the minimum of 1" in err  # every problem at once

@@ -92,3 +92,32 @@ def test_params_hash_is_canonical():
     assert a == hashlib.sha256(b'{"a":[1,2.5,"x"],"b":1}').hexdigest()[:12]
     assert a != params_hash({"a": [1, 2.5, "x"], "b": 2})
     assert re.fullmatch(r"[0-9a-f]{12}", a)
+
+
+def _write(tmp_path, raw):
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+@pytest.mark.reliability
+@pytest.mark.parametrize("value", ["3", True, None, 2.0, 2.5])
+def test_an_epoch_count_of_another_type_is_refused_from_the_file(tmp_path, value):
+    # 2.0 passes JSON Schema's own 'integer' (2.0 == 2) but would fail in range() hours into a job; "3" and true
+    # are what a quoted or mistyped YAML value reads as
+    raw = copy.deepcopy(RAW)
+    raw["embedded"]["train"]["stage1"]["epochs"] = value
+    path = _write(tmp_path, raw)
+    with pytest.raises(ConfigError, match=rf"{re.escape(str(path))}: invalid parameters.*\n  embedded\.train\.stage1"
+                                          rf"\.epochs: {re.escape(repr(value))} is not of type 'integer'"):
+        load_config(path)
+
+
+@pytest.mark.reliability
+def test_a_file_whose_own_profile_does_not_exist_is_refused(tmp_path):
+    raw = copy.deepcopy(RAW)
+    raw["profile"] = "laptop"
+    path = _write(tmp_path, raw)
+    with pytest.raises(ConfigError, match=rf"{re.escape(str(path))}: key 'profile': unknown profile 'laptop'; "
+                                          r"defined: embedded, paper"):
+        load_config(path)

@@ -2,14 +2,16 @@
 
 soundfile (libsndfile) reads WAV/FLAC/OGG/MP3 exactly and fast; anything else (mp4/aac, webm/opus, ...) goes
 through the ffmpeg binary via ffmpeg-python, an argument list and never a shell. A file that is missing,
-cannot be decoded, is empty or holds NaN/inf samples raises AudioDecodeError naming it: a silent zero
-waveform would be trained on and never noticed.
+cannot be decoded, is empty, truncated (a WAV shorter than its header says), entirely silent (every sample
+zero) or holds NaN/inf samples raises AudioDecodeError naming it: a zero or NaN waveform would be trained on
+and never noticed. (A truncated FLAC or OGG fails in the decoder; MP3 and MP4 declare no reliable length.)
 """
 
 from __future__ import annotations
 
 import io
 import os
+import struct
 from pathlib import Path
 
 import ffmpeg
@@ -36,6 +38,7 @@ def decode_audio(path: str | os.PathLike) -> tuple[np.ndarray, int]:
     path = Path(path)
     if not path.is_file():
         raise AudioDecodeError(f"{path}: no such audio file")
+    _check_wav_length(path)
     try:
         data, sr = sf.read(path, dtype="float32", always_2d=True)  # (L, C)
         x = np.ascontiguousarray(data.T)
@@ -80,11 +83,38 @@ def _stderr(err: ffmpeg.Error) -> str:
     return text[-1] if text else "no message"
 
 
+def _check_wav_length(path: Path) -> None:
+    """A RIFF/WAVE file whose data chunk is shorter than its header declares was cut off (an interrupted copy or
+    download); libsndfile would quietly return the part that is there, and the cache would zero-pad the rest."""
+    try:
+        f = open(path, "rb")
+    except OSError as err:
+        raise AudioDecodeError(f"{path}: cannot read it ({err.strerror})") from None
+    with f:
+        head = f.read(12)
+        if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+            return  # another format (RF64, FLAC, ...): the decoder's own checks apply
+        size, pos = os.fstat(f.fileno()).st_size, 12
+        while pos + 8 <= size:
+            f.seek(pos)
+            chunk, declared = struct.unpack("<4sI", f.read(8))
+            if chunk == b"data":
+                held = size - pos - 8
+                # 0 and 0xFFFFFFFF: written to a pipe, the length was never filled in
+                if declared not in (0, 0xFFFFFFFF) and held < declared:
+                    raise AudioDecodeError(f"{path}: truncated: the header declares {declared} bytes of audio, "
+                                           f"the file holds {held}")
+                return
+            pos += 8 + declared + (declared & 1)  # chunks are padded to an even length
+
+
 def _check_waveform(x: np.ndarray, path: Path) -> None:
     if x.size == 0 or x.shape[-1] == 0:
         raise AudioDecodeError(f"{path}: empty audio (0 samples)")
     if not np.isfinite(x).all():
         raise AudioDecodeError(f"{path}: NaN or infinite samples")
+    if not x.any():
+        raise AudioDecodeError(f"{path}: silent (every sample is zero)")
 
 
 def to_channels(x: np.ndarray, channels: int | None) -> np.ndarray:

@@ -25,6 +25,7 @@ ESC50_COLUMNS = ["filename", "fold", "target", "category", "esc10", "src_file", 
 US8K_COLUMNS = ["slice_file_name", "fsID", "start", "end", "salience", "fold", "classID", "class"]
 AUDIOSET_LABEL_COLUMNS = ["index", "mid", "display_name"]
 FOLDS = {"esc50": 5, "us8k": 10}
+CLASSES = {"esc50": 50, "us8k": 10}  # original class ids are 0..K-1: any other is an unknown label
 # split -> the official segment lists it is read from (the paper trains on balanced + unbalanced; the default
 # here is the balanced list only, params.yaml data.audioset.train_segments says which).
 AUDIOSET_SEGMENT_FILES = {"train": ("balanced_train_segments.csv",), "eval": ("eval_segments.csv",)}
@@ -150,7 +151,7 @@ def read_esc50(root: str | Path) -> Metadata:
         _nonempty(df, c, path)
     _unique(df, "filename", path)
     df["fold"] = _ints(df, "fold", path, 1, FOLDS["esc50"])
-    df["target"] = _ints(df, "target", path, 0)
+    df["target"] = _ints(df, "target", path, 0, CLASSES["esc50"] - 1)
     for r, v in enumerate(df["esc10"]):
         if v not in ("True", "False"):
             raise _error(path, r, "esc10", f"{v!r} is not True/False")
@@ -173,7 +174,7 @@ def read_us8k(root: str | Path) -> Metadata:
         _nonempty(df, c, path)
     _unique(df, "slice_file_name", path)
     df["fold"] = _ints(df, "fold", path, 1, FOLDS["us8k"])
-    df["classID"] = _ints(df, "classID", path, 0)
+    df["classID"] = _ints(df, "classID", path, 0, CLASSES["us8k"] - 1)
     df["fsID"] = _ints(df, "fsID", path, 0)
     for c in ("start", "end", "salience"):
         df[c] = _optional_floats(df, c, path)

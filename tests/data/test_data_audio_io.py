@@ -160,3 +160,39 @@ def test_real_images_load(realdata):
     for path in sorted((realdata / "images").iterdir()):
         img = load_image(path)
         assert img.mode == "RGB" and min(img.size) > 16
+
+
+@pytest.mark.reliability
+def test_truncated_silent_and_partly_nan_audio_raise_naming_the_file(tmp_path):
+    x = _sine(8000, 0.5)
+    for subtype, ext in (("PCM_16", "wav"), ("FLOAT", "wav"), ("PCM_16", "flac"), ("VORBIS", "ogg")):
+        sf.write(tmp_path / f"whole-{subtype}.{ext}", x, 8000, subtype=subtype)
+        whole = (tmp_path / f"whole-{subtype}.{ext}").read_bytes()
+        (tmp_path / f"cut-{subtype}.{ext}").write_bytes(whole[: len(whole) // 2])  # an interrupted copy or download
+    (tmp_path / "header.wav").write_bytes((tmp_path / "whole-PCM_16.wav").read_bytes()[:60])  # 8 samples left
+    sf.write(tmp_path / "silent.wav", np.zeros((4000, 1), np.float32), 8000)  # a muted track: all zeros
+    for name, bad in (("inf.wav", np.inf), ("nan.wav", np.nan)):  # one bad sample is enough to poison a batch
+        y = x.copy()
+        y[1234] = bad
+        sf.write(tmp_path / name, y, 8000, subtype="FLOAT")
+    cut = r"truncated: the header declares \d+ bytes of audio, the file holds \d+"
+    for name, why in [("cut-PCM_16.wav", cut), ("cut-FLOAT.wav", cut), ("header.wav", cut),
+                      ("cut-PCM_16.flac", None), ("cut-VORBIS.ogg", None),  # these two: the decoders' own errors
+                      ("silent.wav", r"silent \(every sample is zero\)"), ("inf.wav", "NaN or infinite samples"),
+                      ("nan.wav", "NaN or infinite samples")]:
+        # libsndfile alone returns the part of a cut WAV that is there: the cache would zero-pad the rest
+        with pytest.raises(AudioDecodeError, match=why) as err:
+            load_audio(tmp_path / name, 8000, 1)
+        assert name in str(err.value)
+
+
+@pytest.mark.reliability
+def test_a_wav_streamed_without_its_length_still_loads(tmp_path):
+    # ffmpeg writing to a pipe cannot go back to fill in the sizes: 0xFFFFFFFF there is not a truncation
+    sf.write(tmp_path / "a.wav", _sine(8000, 0.5), 8000)
+    data = bytearray((tmp_path / "a.wav").read_bytes())
+    at = data.index(b"data") + 4
+    data[at:at + 4] = b"\xff\xff\xff\xff"
+    (tmp_path / "streamed.wav").write_bytes(bytes(data))
+    np.testing.assert_array_equal(load_audio(tmp_path / "streamed.wav", 8000, 1),
+                                  load_audio(tmp_path / "a.wav", 8000, 1))

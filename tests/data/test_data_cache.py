@@ -8,10 +8,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import soundfile as sf
+from PIL import Image
 
 from data_support import CACHE_ARGS, SMALL
 from pipeline.data import metadata as md
-from pipeline.data.audio_io import AudioDecodeError, load_audio, load_image
+from pipeline.data.audio_io import AudioDecodeError, ImageDecodeError, load_audio, load_image
 from pipeline.data.cache import (
     CacheError, build_cache, cache_info, decode_jpeg, fit_image, merge_shards, open_cache, read_strings,
 )
@@ -242,8 +243,68 @@ def test_up_to_date_cache_is_kept_and_a_change_rebuilds(synthetic, tmp_path):
     build_cache("esc50", root, tmp_path / "copy.h5", progress=False, compression="lzf", **CACHE_ARGS["esc50"])
     before = cache_info(tmp_path / "copy.h5")["source_fingerprint"]
     victim = sorted((root / "audio").iterdir())[0]
-    sf.write(victim, np.zeros(100, np.float32), 8000)  # same name, other content and size
+    sf.write(victim, np.full(100, 0.25, np.float32), 8000)  # same name, other content and size (all zeros: refused)
     info = build_cache("esc50", root, tmp_path / "copy.h5", progress=False, compression="lzf", **CACHE_ARGS["esc50"])
     assert info["source_fingerprint"] != before
     with open_cache(tmp_path / "copy.h5") as h5:
         assert not np.array_equal(h5["waveform"][()], lzf)
+
+
+@pytest.mark.reliability
+def test_truncated_silent_and_nan_clips_never_reach_the_cache(synthetic, tmp_path):
+    """Each is refused by name (ESC-50, US8K: the build stops) or skipped and listed (AudioSet's --on-error skip):
+    never stored as the zeros the builder would pad a short clip with, nor as NaN."""
+    root = tmp_path / "esc"
+    shutil.copytree(synthetic["esc50"], root)
+    names = sorted(p.name for p in (root / "audio").iterdir())[:3]
+    cut, silent, nan = (root / "audio" / n for n in names)
+    cut.write_bytes(cut.read_bytes()[:2000])
+    sf.write(silent, np.zeros((4000, 1), np.float32), 8000)
+    wave, sr = sf.read(nan, dtype="float32")
+    wave[100] = np.nan
+    sf.write(nan, wave, sr, subtype="FLOAT")
+    order = md.read_esc50(root).items["filename"].tolist()
+    first, *_ = broken = sorted(names, key=order.index)  # in the order the builder meets them
+    out = tmp_path / "esc.h5"
+    with pytest.raises(AudioDecodeError, match=first):
+        build_cache("esc50", root, out, progress=False, **CACHE_ARGS["esc50"])
+    info = build_cache("esc50", root, out, on_error="skip", progress=False, **CACHE_ARGS["esc50"])
+    assert [s["source"] for s in info["skipped"]] == broken
+    reasons = {s["source"]: s["error"] for s in info["skipped"]}
+    assert reasons[cut.name] == f"{cut}: truncated: the header declares 44100 bytes of audio, the file holds 1956"
+    assert reasons[silent.name].endswith("silent (every sample is zero)")
+    assert reasons[nan.name].endswith("NaN or infinite samples")
+    with open_cache(out) as h5:
+        assert not set(names) & set(read_strings(h5, "source"))
+        assert (np.abs(h5["waveform"][()]).max(axis=(1, 2)) > 0).all()  # no all-zero clip stored
+
+
+@pytest.mark.reliability
+def test_odd_images_are_cached_upright_rgb_and_a_truncated_one_is_named_or_skipped(synthetic, tmp_path):
+    root = tmp_path / "im"
+    shutil.copytree(synthetic["imagenet"], root)
+    gray, rgba, rotated, cmyk, cut = sorted((root / "val").rglob("*.JPEG"))[:5]
+    Image.new("L", (40, 40), 90).save(gray, format="JPEG")
+    Image.new("RGBA", (40, 40), (255, 0, 0, 0)).save(rgba, format="PNG")  # fully transparent: over white
+    landscape = Image.new("RGB", (60, 30), (255, 0, 0))
+    landscape.paste((0, 0, 255), (30, 0, 60, 30))  # left half red, right half blue
+    exif = Image.Exif()
+    exif[0x0112] = 6  # a phone held upright: rotate 90 degrees clockwise to display; the left half is the top
+    landscape.save(rotated, format="JPEG", exif=exif.tobytes())
+    Image.new("CMYK", (40, 40), (0, 255, 255, 0)).save(cmyk, format="JPEG")  # red
+    cut.write_bytes(cut.read_bytes()[:300])
+    out = tmp_path / "im.h5"
+    with pytest.raises(ImageDecodeError, match=cut.name):
+        build_cache("imagenet", root, out, progress=False, **CACHE_ARGS["imagenet"])
+    info = build_cache("imagenet", root, out, on_error="skip", progress=False, **CACHE_ARGS["imagenet"])
+    assert [s["source"] for s in info["skipped"]] == [cut.name] and "cannot decode" in info["skipped"][0]["error"]
+    with open_cache(out) as h5:
+        images = dict(zip(read_strings(h5, "source"), h5["image"][()].astype(int)))
+    g = images[gray.name]
+    assert (g[..., 0] == g[..., 1]).all() and (g[..., 1] == g[..., 2]).all() and abs(g.mean() - 90) < 3
+    assert images[rgba.name].min() >= 250
+    r = images[rotated.name]
+    top, bottom = r[:8].mean(axis=(0, 1)), r[-8:].mean(axis=(0, 1))
+    assert top[0] > 200 and top[2] < 60 and bottom[2] > 200 and bottom[0] < 60  # turned upright, then cropped
+    c = images[cmyk.name].mean(axis=(0, 1))
+    assert c[0] > 200 and c[1] < 60 and c[2] < 60

@@ -155,3 +155,50 @@ def test_audioset_train_split_from_balanced_and_unbalanced_lists(tmp_path, synth
         md.read("audioset", root, train_segments=lists)
     with pytest.raises(MetadataError, match=r"nothere\.csv: metadata file not found"):
         md.read("audioset", root, train_segments=("nothere.csv",))
+
+
+US8K_OK = "1-3-0-0.wav,1,0.0,0.5,1,1,3,dog_bark\n"
+
+
+@pytest.mark.reliability
+@pytest.mark.parametrize("header, body, expected", [
+    # a column dropped by an editor or another release of the file
+    (US8K_HEADER.replace(",classID", ""), "1-3-0-0.wav,1,0.0,0.5,1,1,dog_bark\n",
+     r"UrbanSound8K\.csv: missing column\(s\) \['classID'\]"),
+    # the same clip listed twice would be counted twice, and may sit in two folds
+    (US8K_HEADER, US8K_OK + US8K_OK.replace(",1,3,", ",2,3,"),
+     r"UrbanSound8K\.csv: row 3, column 'slice_file_name': duplicate '1-3-0-0\.wav' \(first at row 2\)"),
+    (US8K_HEADER, US8K_OK.replace(",1,3,", ",0,3,"), r"row 2, column 'fold': 0 outside the range 1\.\.10"),
+    # UrbanSound8K has the classes 0..9: another id is an unknown label, not an 11th class
+    (US8K_HEADER, US8K_OK.replace(",1,3,", ",1,10,"), r"row 2, column 'classID': 10 outside the range 0\.\.9"),
+    (US8K_HEADER, US8K_OK + "2-3-0-0.wav,2,,,,1,3,siren\n",
+     r"row 3, column 'class': classID 3 is 'siren' here but 'dog_bark' at row 2"),
+])
+def test_us8k_bad_metadata_names_file_row_and_column(tmp_path, header, body, expected):
+    (tmp_path / "metadata").mkdir()
+    (tmp_path / "metadata" / "UrbanSound8K.csv").write_text(header + body)
+    with pytest.raises(MetadataError, match=expected):
+        md.read_us8k(tmp_path)
+
+
+@pytest.mark.reliability
+def test_esc50_unknown_label_and_fold_zero_name_row_and_column(tmp_path):
+    # ESC-50 has the targets 0..49: 50 is an unknown label, not a 51st class of a bigger model head
+    with pytest.raises(MetadataError, match=r"esc50\.csv: row 2, column 'target': 50 outside the range 0\.\.49"):
+        _esc(tmp_path, "1-1-A-50.wav,1,50,dog,True,1,A\n")
+    with pytest.raises(MetadataError, match=r"esc50\.csv: row 2, column 'fold': 0 outside the range 1\.\.5"):
+        _esc(tmp_path, "0-1-A-0.wav,0,0,dog,True,1,A\n")
+
+
+@pytest.mark.reliability
+def test_audioset_missing_columns_and_fields_name_the_file(tmp_path, synthetic):
+    labels = tmp_path / "class_labels_indices.csv"
+    labels.write_text('index,display_name\n0,"Dog"\n')
+    with pytest.raises(MetadataError, match=r"class_labels_indices\.csv: missing column\(s\) \['mid'\]"):
+        md.read_audioset_labels(labels)
+    root = _audioset(tmp_path, synthetic, ['abcdefghijk, 30.000, 31.000\n'])
+    with pytest.raises(MetadataError, match=r"balanced_train_segments\.csv: row 4, column 'YTID': expected 4 fields"):
+        md.read_audioset(root)
+    root = _audioset(tmp_path / "2", synthetic, ['abcdefghijk, 31.000, 30.000, "/m/0bt9lr"\n'])
+    with pytest.raises(MetadataError, match=r"row 4, column 'end_seconds': segment 31\.0\.\.30\.0 is empty"):
+        md.read_audioset(root)

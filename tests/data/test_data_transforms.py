@@ -25,8 +25,11 @@ def plan(flip=0, scale=1.0, offset=0, snr=math.nan, seed=0):
 
 
 def apply_one(x, clip, aug=PLAIN, **kw):
-    """x (C, L) with the plan given by kw -> (C, clip)."""
-    return apply_plans(x.unsqueeze(0), torch.tensor([x.shape[-1]]), plan(**kw), clip, aug)[0]
+    """x (C, L) with the plan given by kw -> (C, clip), the same from both implementations."""
+    args = (x.unsqueeze(0), torch.tensor([x.shape[-1]]), plan(**kw), clip, aug)
+    per_clip, vectorised = apply_plans(*args, vectorised=False)[0], apply_plans(*args, vectorised=True)[0]
+    assert torch.equal(per_clip, vectorised)
+    return per_clip
 
 
 def test_scale_interpolates_at_k_over_s():
@@ -109,9 +112,10 @@ def test_noise_snr_probability_and_silence():
     assert torch.equal(apply_one(torch.zeros(1, 10), 10, snr=20.0, seed=1), torch.zeros(1, 10))
 
 
-def test_a_batch_is_augmented_exactly_as_its_clips_one_by_one():
+@pytest.mark.parametrize("vectorised", [False, True])
+def test_a_batch_is_augmented_exactly_as_its_clips_one_by_one(vectorised):
     """Plans, lengths and channels mixed in one batch: each row equals that clip augmented alone, so batching,
-    batch order and the number of loader threads change nothing."""
+    batch order and the number of loader threads change nothing; and both implementations agree."""
     g = rng(11)
     lengths = [50, 400, 137, 1, 260, 160]
     x = torch.zeros(len(lengths), 2, 400)
@@ -119,10 +123,11 @@ def test_a_batch_is_augmented_exactly_as_its_clips_one_by_one():
         x[i, :, :n] = torch.from_numpy(g.standard_normal((2, n))).float() * 1000
     plans = torch.from_numpy(np.stack([draw_plan(PAPER, n, 160, True, rng(100 + i)) for i, n in enumerate(lengths)]))
     plans[1, 3], plans[1, 4] = 30.0, 5  # at least one clip with noise
-    batch = apply_plans(x, torch.tensor(lengths), plans, 160, PAPER)
+    batch = apply_plans(x, torch.tensor(lengths), plans, 160, PAPER, vectorised)
     assert batch.shape == (6, 2, 160) and batch.dtype == torch.float32
+    assert torch.equal(batch, apply_plans(x, torch.tensor(lengths), plans, 160, PAPER, not vectorised))
     for i, n in enumerate(lengths):
-        alone = apply_plans(x[i:i + 1, :, :n], torch.tensor([n]), plans[i:i + 1], 160, PAPER)
+        alone = apply_plans(x[i:i + 1, :, :n], torch.tensor([n]), plans[i:i + 1], 160, PAPER, vectorised)
         assert torch.equal(batch[i], alone[0]), i
 
 
@@ -138,5 +143,6 @@ def test_augment_keys_are_checked():
 def test_output_always_has_clip_length(length, channels, seed, train):
     x = torch.from_numpy(np.random.default_rng(seed).standard_normal((channels, length))).float()
     p = torch.from_numpy(draw_plan(PAPER, length, 160, train, rng(seed))).unsqueeze(0)
-    y = apply_plans(x.unsqueeze(0), torch.tensor([length]), p, 160, PAPER)
+    y = apply_plans(x.unsqueeze(0), torch.tensor([length]), p, 160, PAPER, vectorised=False)
     assert y.shape == (1, channels, 160) and torch.isfinite(y).all()
+    assert torch.equal(y, apply_plans(x.unsqueeze(0), torch.tensor([length]), p, 160, PAPER, vectorised=True))

@@ -65,6 +65,14 @@ class _LazyH5:
         self._h5, self._datasets = None, {}
 
 
+def _read_row(dataset: h5py.Dataset, row: int, out: np.ndarray) -> None:
+    """dataset[row] into `out` (shape (1, *row shape), C-contiguous) through HDF5's own read: no temporary array
+    and none of read_direct's selection parsing (~100 us a clip less)."""
+    space = dataset.id.get_space()
+    space.select_hyperslab((row,) + (0,) * (out.ndim - 1), out.shape)
+    dataset.id.read(h5py.h5s.create_simple(out.shape), space, out)
+
+
 def fit_frame(frame: np.ndarray, size: int) -> np.ndarray:
     """uint8 (H, W, 3) -> uint8 (size, size, 3): bicubic resize when the cached frame has another size."""
     if frame.shape[0] != size or frame.shape[1] != size:
@@ -161,9 +169,9 @@ class AudioCacheDataset(torch.utils.data.Dataset):
         idx = int(self.indices[i])
         rng = np.random.default_rng((self.seed, self.epoch, idx))
         n = int(self.length[idx])
-        self.file.dataset("waveform").read_direct(buffers["audio"].numpy(), np.s_[idx], np.s_[slot])
-        buffers["length"][slot] = n
-        buffers["plan"][slot] = torch.from_numpy(draw_plan(self.augment, n, self.clip_samples, self.train, rng))
+        _read_row(self.file.dataset("waveform"), idx, buffers["audio"].numpy()[slot:slot + 1])
+        buffers["length"].numpy()[slot] = n
+        buffers["plan"].numpy()[slot] = draw_plan(self.augment, n, self.clip_samples, self.train, rng)
         if self.with_frames:
             if self.has_video[idx]:
                 j = int(rng.integers(0, self.n_frames)) if self.train else self.n_frames // 2

@@ -321,8 +321,13 @@ def loader_sweep(make, workers: list[int], batch: int, min_seconds: float, label
 
 
 def ratios(cached: dict, decode: dict) -> dict:
-    return {w: round(cached[w]["clips_per_second"] / decode[w]["clips_per_second"], 1)
-            for w in cached if w in decode and isinstance(cached[w], dict)}
+    """cached/decode per thread count, by clips/s and by CPU time per clip (the latter robust to other load on a
+    shared machine, which shifts clips/s between the two runs)."""
+    both = [w for w in cached if w in decode and isinstance(cached[w], dict)]
+    return {"clips_per_second": {w: round(cached[w]["clips_per_second"] / decode[w]["clips_per_second"], 1)
+                                 for w in both},
+            "cpu_ms_per_clip": {w: round(decode[w]["cpu_ms_per_clip"]["total"] / cached[w]["cpu_ms_per_clip"]["total"],
+                                         1) for w in both}}
 
 
 # -----------------------------------------------------------------------------
@@ -641,7 +646,7 @@ def main() -> None:
     record["machine"]["load_1min_at_end"] = round(os.getloadavg()[0], 2)
     record["wall_seconds"] = round(time.perf_counter() - started, 1)
     write_json(args.out, record)
-    summary = {k: {kk: (vv if not isinstance(vv, dict) else
+    summary = {k: {kk: (vv if kk.startswith("ratio") else
                         {w: r.get("clips_per_second") if isinstance(r, dict) else r for w, r in vv.items()})
                    for kk, vv in v.items() if kk.startswith(("cached", "decode", "ratio"))}
                for k, v in record["loader"].items()}

@@ -110,7 +110,7 @@ class AudioCacheDataset(torch.utils.data.Dataset):
 
     def __init__(self, cache_path: str | os.PathLike, indices=None, *, clip_samples: int, train: bool,
                  augment: dict | None = None, amplitude: str = "int16", with_frames: bool = False,
-                 image_size: int | None = None, seed: int = 0, expect: dict | None = None):
+                 image_size: int | None = None, seed: int = 0, expect: dict | None = None, preload: bool = False):
         if amplitude not in AMPLITUDES:
             raise ValueError(f"amplitude must be one of {AMPLITUDES}, got {amplitude!r}")
         with open_cache(cache_path, expect) as h5:
@@ -126,6 +126,8 @@ class AudioCacheDataset(torch.utils.data.Dataset):
             self.labels = h5["labels"][()].astype(np.float32)
             self.has_video = h5["has_video"][()] if "has_video" in h5 else np.zeros(len(self.label), bool)
             self.waveform_shape = tuple(h5["waveform"].shape[1:])  # (C, stored samples)
+            # preload: every waveform in memory (N, C, stored) int16, so a clip is a memcpy, not an HDF5 read
+            self.preloaded = h5["waveform"][()] if preload else None
             self.n_frames = h5["frames"].shape[1] if "frames" in h5 else 0
             self.frame_size = int(read_attr(h5, "image_size")) if "frames" in h5 else 0
         n = len(self.label)
@@ -169,7 +171,10 @@ class AudioCacheDataset(torch.utils.data.Dataset):
         idx = int(self.indices[i])
         rng = np.random.default_rng((self.seed, self.epoch, idx))
         n = int(self.length[idx])
-        _read_row(self.file.dataset("waveform"), idx, buffers["audio"].numpy()[slot:slot + 1])
+        if self.preloaded is not None:
+            buffers["audio"].numpy()[slot] = self.preloaded[idx]
+        else:
+            _read_row(self.file.dataset("waveform"), idx, buffers["audio"].numpy()[slot:slot + 1])
         buffers["length"].numpy()[slot] = n
         buffers["plan"].numpy()[slot] = draw_plan(self.augment, n, self.clip_samples, self.train, rng)
         if self.with_frames:
@@ -221,13 +226,13 @@ class AudioCacheDataset(torch.utils.data.Dataset):
 def audio_dataset(settings: dict, cache_path: str | os.PathLike, dataset: str, indices, *, train: bool,
                   with_frames: bool = False, image_size: int | None = None) -> AudioCacheDataset:
     """An AudioCacheDataset configured from a resolved params.yaml profile (`Config.settings`): clip length at
-    the profile's sample rate, its augmentations, and the dataset's amplitude convention."""
+    the profile's sample rate, its augmentations, the dataset's amplitude convention and whether it preloads."""
     data = settings["data"]
     clip_samples = int(round(data[dataset]["clip_seconds"] * data["sample_rate"]))
     amplitude = data[dataset].get("amplitude", "int16")
     return AudioCacheDataset(cache_path, indices, clip_samples=clip_samples, train=train, augment=settings["augment"],
                              amplitude=amplitude, with_frames=with_frames, image_size=image_size,
-                             seed=settings["seed"])
+                             seed=settings["seed"], preload=bool(data[dataset].get("preload", False)))
 
 
 class ImageCacheDataset(torch.utils.data.Dataset):

@@ -100,6 +100,16 @@ def test_loader_threads_give_the_items_and_reuse_their_buffers(caches):
     assert clone.file._h5 is None and torch.equal(clone[0]["audio"], ds[0]["audio"])
 
 
+def test_a_preloaded_cache_gives_the_same_batches(caches):
+    kwargs = dict(clip_samples=8000, train=True, augment=AUG, seed=3)
+    on_disk = AudioCacheDataset(caches["esc50"], **kwargs)
+    in_memory = AudioCacheDataset(caches["esc50"], preload=True, **kwargs)
+    assert in_memory.preloaded.shape == (len(on_disk), *on_disk.waveform_shape)
+    for a, b in zip(loader.batches(on_disk, range(len(on_disk)), 8, threads=2),
+                    loader.batches(in_memory, range(len(on_disk)), 8, threads=2)):
+        assert torch.equal(on_disk.finish(a)["audio"], in_memory.finish(b)["audio"])
+
+
 def test_a_reader_error_reaches_the_consumer(caches):
     class Broken(AudioCacheDataset):
         def read_item(self, i, buffers, slot):

@@ -5,6 +5,7 @@ own clear error or a result, never a crash of another kind.
 
 from __future__ import annotations
 
+import csv
 import ctypes
 import errno
 import hashlib
@@ -99,6 +100,36 @@ def test_segment_lists_parse_or_name_the_problem(tmp_path, lines):
         assert str(path) in str(err)
     else:
         assert len(df) >= 1 and df["ytid"].str.fullmatch(r"[A-Za-z0-9_-]{11}").all()
+
+
+# one plausible row per dataset; the fuzz replaces cells with arbitrary text
+_GOOD_ROWS = {"esc50": ["1-100032-A-0.wav", "1", "0", "dog", "True", "100032", "A"],
+              "us8k": ["100032-3-0-0.wav", "100032", "0.0", "0.3", "1", "5", "3", "dog_bark"]}
+_CELL = st.one_of(st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=12),
+                  st.integers(-5, 60).map(str), st.sampled_from(["", "True", "nan", "1e3", "0x10", " 1"]))
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(dataset=st.sampled_from(["esc50", "us8k"]), data=st.data())
+def test_esc50_and_us8k_metadata_parse_or_name_the_file(tmp_path, dataset, data):
+    """Arbitrary cells in the official CSV layouts: a Metadata whose labels and folds are in range, or our own
+    MetadataError naming the file; never another exception."""
+    columns = md.ESC50_COLUMNS if dataset == "esc50" else md.US8K_COLUMNS
+    rows = data.draw(st.lists(st.lists(_CELL, min_size=len(columns), max_size=len(columns)), max_size=4))
+    rows = [_GOOD_ROWS[dataset]] + rows
+    path = tmp_path / dataset / ("meta/esc50.csv" if dataset == "esc50" else "metadata/UrbanSound8K.csv")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="", encoding="utf-8") as f:
+        csv.writer(f).writerows([columns, *rows])
+    try:
+        meta = md.read(dataset, tmp_path / dataset)
+    except md.MetadataError as err:
+        assert str(path) in str(err)
+    else:
+        items = meta.items
+        assert len(items) == len(rows)
+        assert items["fold"].between(1, md.FOLDS[dataset]).all()
+        assert items["label"].between(0, len(meta.class_names) - 1).all()
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

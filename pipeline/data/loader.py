@@ -18,10 +18,11 @@ read_item(position, buffers, slot), batch_labels(positions) -> dict of the small
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import torch
+from torch.utils.data import DataLoader, Dataset
 
 
 def batches(dataset, positions: Iterable[int], batch_size: int, *, threads: int = 0, prefetch: int = 2,
@@ -66,6 +67,22 @@ def batches(dataset, positions: Iterable[int], batch_size: int, *, threads: int 
             yield assemble(j)
     finally:
         pool.shutdown(wait=True, cancel_futures=True)  # also when the consumer stops early
+
+
+def model_batches(dataset: Dataset, order: Iterable[int], batch_size: int, device: torch.device, *,
+                  workers: int = 0, collate: Callable | None = None,
+                  generator: torch.Generator | None = None) -> Iterator[dict]:
+    """Batches of `dataset` in `order`, on `device` and ready for the model. A cache dataset (read_item/finish) is
+    read by batches() with `workers` threads and finished on the device; any other Dataset goes through a torch
+    DataLoader with `workers` processes and `collate` (`generator` seeds its workers)."""
+    pin = device.type == "cuda"
+    if hasattr(dataset, "read_item"):
+        for batch in batches(dataset, order, batch_size, threads=workers, pin_memory=pin):
+            yield dataset.finish(to_device(batch, device))
+        return
+    for batch in DataLoader(dataset, batch_size=batch_size, sampler=order, num_workers=workers, collate_fn=collate,
+                            generator=generator, persistent_workers=False, pin_memory=pin):
+        yield to_device(batch, device)
 
 
 def to_device(batch: dict, device: torch.device) -> dict:

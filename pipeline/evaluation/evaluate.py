@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from pipeline.data import loader
 from pipeline.data.cache import open_cache
@@ -26,12 +26,7 @@ PAPER_DATASET_KEYS = ("imagenet", "audioset", "us8k", "esc50")
 
 def _batches(dataset: Dataset, batch_size: int, device: torch.device):
     """Every item in order, in batches on `device` ready for the model (cache datasets finished there)."""
-    if hasattr(dataset, "read_item"):
-        for batch in loader.batches(dataset, range(len(dataset)), batch_size, pin_memory=device.type == "cuda"):
-            yield dataset.finish(loader.to_device(batch, device))
-        return
-    for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0, collate_fn=collate):
-        yield loader.to_device(batch, device)
+    return loader.model_batches(dataset, range(len(dataset)), batch_size, device, collate=collate)
 
 
 @torch.no_grad()

@@ -26,7 +26,7 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import Dataset, Sampler
 from tqdm import tqdm
 
 from pipeline.data import loader
@@ -271,24 +271,11 @@ class Trainer:
             self.dataset.set_epoch(epoch)  # per-epoch augmentation randomness, independent of workers
         order = EpochOrder(len(self.dataset), self.settings.batch_size, self.seed, epoch, start_batch,
                            rank=self.dist.rank, world_size=self.dist.world_size)
-        batch_size = self.settings.batch_size // self.dist.world_size
-        pin = self.device.type == "cuda"
-        if hasattr(self.dataset, "read_item"):
-            for batch in loader.batches(self.dataset, order, batch_size, threads=self.num_workers, pin_memory=pin):
-                yield self.dataset.finish(loader.to_device(batch, self.device))
-            return
-        yield from (loader.to_device(batch, self.device) for batch in DataLoader(
-            self.dataset,
-            batch_size=batch_size,
-            sampler=order,
-            # its own generator: a DataLoader otherwise draws its workers' base seed from the global RNG, which
-            # would shift that stream by one draw on every resume
-            generator=torch.Generator().manual_seed(order.generator_seed),
-            num_workers=self.num_workers,
-            collate_fn=self.collate,
-            persistent_workers=False,
-            pin_memory=pin,
-        ))
+        # the DataLoader path gets its own generator: it otherwise draws its workers' base seed from the global
+        # RNG, which would shift that stream by one draw on every resume
+        return loader.model_batches(self.dataset, order, self.settings.batch_size // self.dist.world_size, self.device,
+                                    workers=self.num_workers, collate=self.collate,
+                                    generator=torch.Generator().manual_seed(order.generator_seed))
 
     def fit(self) -> list[dict[str, Any]]:
         self._resume()

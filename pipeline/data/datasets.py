@@ -22,6 +22,7 @@ import torch
 from PIL import Image
 
 from .cache import decode_jpeg, open_cache, read_attr, read_strings
+from .direct_read import row_offsets
 from .transforms import PLAN_FIELDS, Augment, apply_plans, draw_plan
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -128,6 +129,8 @@ class AudioCacheDataset(torch.utils.data.Dataset):
             self.waveform_shape = tuple(h5["waveform"].shape[1:])  # (C, stored samples)
             # preload: every waveform in memory (N, C, stored) int16, so a clip is a memcpy, not an HDF5 read
             self.preloaded = h5["waveform"][()] if preload else None
+            # otherwise, where rows are plain bytes in the file, read them with os.preadv outside the GIL
+            self.direct = None if preload else row_offsets(h5["waveform"])
             self.n_frames = h5["frames"].shape[1] if "frames" in h5 else 0
             self.frame_size = int(read_attr(h5, "image_size")) if "frames" in h5 else 0
         n = len(self.label)
@@ -147,6 +150,8 @@ class AudioCacheDataset(torch.utils.data.Dataset):
 
     def close(self) -> None:
         self.file.close()
+        if self.direct is not None:
+            self.direct.close()
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -173,6 +178,8 @@ class AudioCacheDataset(torch.utils.data.Dataset):
         n = int(self.length[idx])
         if self.preloaded is not None:
             buffers["audio"].numpy()[slot] = self.preloaded[idx]
+        elif self.direct is not None:
+            self.direct.read(idx, buffers["audio"].numpy()[slot])
         else:
             _read_row(self.file.dataset("waveform"), idx, buffers["audio"].numpy()[slot:slot + 1])
         buffers["length"].numpy()[slot] = n

@@ -90,7 +90,7 @@ def contrastive(cfg: Config, model, out, texts: list[str]) -> torch.Tensor:
 def _setup(cfg: Config, threads: int | None) -> torch.device:
     if threads:
         torch.set_num_threads(threads)
-    seed_everything(cfg["seed"], cfg["train"]["deterministic"])
+    seed_everything(cfg["seed"], cfg["train"]["deterministic"], compiled=cfg["train"]["speed"]["compile"])
     return resolve_device(cfg["device"])
 
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.training.engine import EpochOrder, OptimSettings, Preempted, Trainer, build_optimizer
+from pipeline.training.engine import EpochOrder, OptimSettings, Preempted, Trainer, build_optimizer, seed_everything
 
 SETTINGS = OptimSettings(optimizer="sgd", epochs=3, batch_size=4, lr=0.1, gamma=0.9, momentum=0.9, nesterov=True,
                          weight_decay=5e-4)
@@ -149,3 +149,17 @@ def test_optimizer_choice_and_groups_without_weight_decay():
     frozen = torch.nn.Parameter(torch.zeros(1), requires_grad=False)
     with pytest.raises(ValueError, match="nothing to train"):
         build_optimizer([{"params": [frozen]}], SETTINGS)
+
+
+@pytest.mark.parametrize("compiled", [False, True])
+def test_seed_everything_switches_deterministic_algorithms_on_with_warnings_only(compiled):
+    """Both ways of switching (the public wrapper under torch.compile, torch's own switch otherwise) leave torch
+    in the same state; the test restores it afterwards."""
+    before = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    try:
+        torch.use_deterministic_algorithms(False)
+        seed_everything(3, deterministic=True, compiled=compiled)
+        assert torch.are_deterministic_algorithms_enabled() and torch.is_deterministic_algorithms_warn_only_enabled()
+        assert torch.initial_seed() == 3 and not torch.backends.cudnn.benchmark
+    finally:
+        torch.use_deterministic_algorithms(before[0], warn_only=before[1])

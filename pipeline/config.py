@@ -22,6 +22,9 @@ SCHEMA_PATH = REPO_ROOT / "workflow" / "schemas" / "params.schema.yaml"
 BASE_PROFILE = "paper"
 
 
+NOT_RESULTS = ("tracking",)  # settings left out of params_hash
+
+
 class ConfigError(ValueError):
     """params.yaml is wrong; the message names the file and the dotted key."""
 
@@ -42,7 +45,8 @@ class Config:
 
     @property
     def params_hash(self) -> str:
-        return params_hash(self.settings)
+        """Identity of everything that can change a result (`tracking` only says where results are reported)."""
+        return params_hash({k: v for k, v in self.settings.items() if k not in NOT_RESULTS})
 
 
 def params_hash(obj: Any) -> str:

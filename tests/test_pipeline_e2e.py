@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -144,6 +145,41 @@ def test_mlflow_nests_every_job_under_the_pipeline_run(smoke):
     epochs = db.execute("select step from metrics where key = 'accuracy' and run_uuid = ? order by step",
                         (children["finetune/us8k/full/fold3"],)).fetchall()
     assert [s for (s,) in epochs][:7] == [1, 2, 3, 4, 5, 6, 7]  # one point per epoch, then the final value
+
+
+def test_live_tracking_logs_a_fine_tuning_job_epoch_by_epoch_into_the_run_track_jobs_completes(smoke, tmp_path):
+    """tracking.live: true (the paper profile's setting) through the real CLI: the job's run exists with all
+    its epochs when the job ends, and track-jobs adds the final metrics to that run instead of making another."""
+    repo = smoke["repo"]
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["embedded"]["tracking"]["live"] = True
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    out = tmp_path / "metrics/finetune/us8k/full/fold3.json"
+    invocation = "live-" + os.urandom(4).hex()
+    db = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    env = {**os.environ, "PIPELINE_INVOCATION": invocation, "MLFLOW_TRACKING_URI": db}
+    common = ["--params", str(tmp_path / "params.yaml"), "--profile", "embedded"]
+    for cmd in (["finetune", "--dataset", "us8k", "--mode", "full", "--fold", "3",
+                 "--init", str(W / "checkpoints/stage3_full.pt"), "--cache", str(W / "cache/us8k.h5"),
+                 "--out", str(out), "--run-dir", str(tmp_path / "run"), "--threads", "1"],
+                ["track-jobs", str(out), "--invocation", invocation, "--out", str(tmp_path / "runs.json")]):
+        proc = subprocess.run([sys.executable, "-m", "pipeline", *cmd, *common], cwd=repo, env=env,
+                              capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        if cmd[0] == "finetune":  # the epochs are in MLflow before track-jobs runs
+            live = sqlite3.connect(tmp_path / "mlflow.db").execute(
+                "select m.step from metrics m join tags t on m.run_uuid = t.run_uuid "
+                "where t.key = 'job' and t.value = 'finetune/us8k/full/fold3' and m.key = 'loss'").fetchall()
+            assert sorted(s for (s,) in live) == [1, 2, 3, 4, 5, 6, 7]
+    run_id = json.loads((tmp_path / "runs.json").read_text())["runs"]["finetune/us8k/full/fold3"]
+    con = sqlite3.connect(tmp_path / "mlflow.db")
+    assert con.execute("select count(*) from runs where name = 'finetune/us8k/full/fold3'").fetchone() == (1,)
+    steps = con.execute("select step from metrics where run_uuid = ? and key = 'loss'", (run_id,)).fetchall()
+    assert sorted(s for (s,) in steps) == [1, 2, 3, 4, 5, 6, 7]  # each epoch once
+    final = con.execute("select value from metrics where run_uuid = ? and key = 'accuracy_best_epoch'",
+                        (run_id,)).fetchall()
+    assert len(final) == 1 and con.execute("select status from runs where run_uuid = ?", (run_id,)).fetchone() == \
+        ("FINISHED",)
 
 
 def test_rerun_after_success_does_nothing(smoke):

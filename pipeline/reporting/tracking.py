@@ -227,11 +227,15 @@ def job_record(path: str | Path) -> dict[str, Any]:
         tags = {"kind": "train", "stage": meta.get("stage"), "model": blob.get("model_name")}
         history = meta.get("history", [])
         metrics = {}
-    # metric files are named by their place under <workdir>/metrics/ (finetune/esc50/full/fold2), stages by stem
-    parts = path.with_suffix("").parts
-    name = "/".join(parts[len(parts) - parts[::-1].index("metrics"):]) if "metrics" in parts else path.stem
-    return {"name": name, "tags": {k: v for k, v in tags.items() if v is not None}, "history": history,
+    return {"name": job_name(path), "tags": {k: v for k, v in tags.items() if v is not None}, "history": history,
             "metrics": metrics}
+
+
+def job_name(output: str | Path) -> str:
+    """A job's name from its output: metric files by their place under <workdir>/metrics/
+    (finetune/esc50/full/fold2), checkpoints by stem (stage1)."""
+    parts = Path(output).with_suffix("").parts
+    return "/".join(parts[len(parts) - parts[::-1].index("metrics"):]) if "metrics" in parts else Path(output).stem
 
 
 def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, float]:
@@ -286,7 +290,7 @@ def log_jobs(files: list[str | Path], *, invocation: str, profile: str, params_h
              tracking_uri: str | None = None, repo_root: str | Path | None = None) -> dict[str, str]:
     """One MLflow run per job file, its per-epoch history as step metrics (step = epoch) and its final metrics,
     all nested under the run of pipeline invocation `invocation` (created on first use). Returns job -> run id."""
-    from mlflow.entities import Metric
+    from mlflow.entities import Metric, RunTag
     from mlflow.tracking import MlflowClient
 
     records = [job_record(f) for f in files]
@@ -298,18 +302,90 @@ def log_jobs(files: list[str | Path], *, invocation: str, profile: str, params_h
         exp_id = _experiment_id(client, JOB_EXPERIMENT)
         parent = _invocation_parent(client, exp_id, invocation, common)
         for rec in records:
-            tags = {**common, **{k: str(v) for k, v in rec["tags"].items()}, "job": rec["name"],
-                    "mlflow.parentRunId": parent}
-            run = with_retry(lambda: client.create_run(exp_id, run_name=rec["name"], tags=tags))
+            tags = {**common, **{k: str(v) for k, v in rec["tags"].items()}}
+            # a training job that logged its epochs live (EpochLogger) already has its run: complete that one
+            run_id, logged = _job_run(client, exp_id, parent, rec["name"], invocation, tags)
+            with_retry(lambda: client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()]))
             now = int(time.time() * 1000)
-            metrics = [Metric(k, float(h[k]), now, int(h["epoch"])) for h in rec["history"]
-                       for k in HISTORY_METRICS if isinstance(h.get(k), (int, float)) and math.isfinite(h[k])]
             last = int(rec["history"][-1]["epoch"]) if rec["history"] else 0
+            metrics = _epoch_metrics(rec["history"], after=logged, now=now)
             metrics += [Metric(k, v, now, last) for k, v in rec["metrics"].items()]
-            for i in range(0, len(metrics), 1000):  # MLflow's limit per log_batch
-                chunk = metrics[i:i + 1000]
-                with_retry(lambda: client.log_batch(run.info.run_id, metrics=chunk))
-            with_retry(lambda: client.set_terminated(run.info.run_id, "FINISHED"))
-            run_ids[rec["name"]] = run.info.run_id
+            _log_metrics(client, run_id, metrics)
+            with_retry(lambda: client.set_terminated(run_id, "FINISHED"))
+            run_ids[rec["name"]] = run_id
         with_retry(lambda: client.set_terminated(parent, "FINISHED"))
     return run_ids
+
+
+def _epoch_metrics(history: list[dict[str, Any]], after: int, now: int) -> list:
+    """The HISTORY_METRICS of the epochs after epoch `after`, as MLflow metrics with step = epoch."""
+    from mlflow.entities import Metric
+
+    return [Metric(k, float(h[k]), now, int(h["epoch"])) for h in history if int(h["epoch"]) > after
+            for k in HISTORY_METRICS if isinstance(h.get(k), (int, float)) and math.isfinite(h[k])]
+
+
+def _log_metrics(client: Any, run_id: str, metrics: list) -> None:
+    for i in range(0, len(metrics), 1000):  # MLflow's limit per log_batch
+        chunk = metrics[i:i + 1000]
+        with_retry(lambda: client.log_batch(run_id, metrics=chunk))
+
+
+def _job_run(client: Any, exp_id: str, parent: str, job: str, invocation: str, tags: dict[str, str]) -> tuple[str, int]:
+    """The run of `job` in pipeline invocation `invocation`, created (nested under `parent`) on first use, and the
+    last epoch it holds (0 for a new run). One writer per job at a time (Snakemake's own lock), so no race here."""
+    found = with_retry(lambda: client.search_runs(
+        [exp_id], filter_string=f"tags.job = '{job}' and tags.invocation = '{invocation}'",
+        order_by=["attributes.start_time ASC"], max_results=1))
+    if found:
+        run_id = found[0].info.run_id
+        steps = with_retry(lambda: client.get_metric_history(run_id, "loss"))
+        return run_id, max((m.step for m in steps), default=0)
+    run = with_retry(lambda: client.create_run(exp_id, run_name=job, tags={
+        **tags, "job": job, "invocation": invocation, "mlflow.parentRunId": parent}))
+    return run.info.run_id, 0
+
+
+class EpochLogger:
+    """A training job's epochs to MLflow as they end: after each epoch the Trainer calls it with its history,
+    and the epochs not yet in the job's run are logged (step = epoch), so a job resumed after a kill neither
+    repeats nor skips one. The run is the one track-jobs later completes with the final metrics (log_jobs),
+    nested under the run of the pipeline invocation. Tracking never stops training: a failing store is
+    reported once as a warning, and track-jobs logs the history at the end instead."""
+
+    def __init__(self, job: str, invocation: str, tags: dict[str, str], epochs: int,
+                 tracking_uri: str | None = None):
+        self.job, self.invocation, self.tags, self.epochs = job, invocation, tags, epochs
+        self.uri = tracking_uri or default_tracking_uri()
+        self.failed = False
+
+    def __call__(self, history: list[dict[str, Any]]) -> None:
+        if self.failed or not history:
+            return
+        try:
+            self._log(history)
+        except Exception as err:  # noqa: BLE001 - any store failure: keep training, say so once
+            self.failed = True
+            import logging
+
+            logging.getLogger(__name__).warning("MLflow: live logging of %s stopped (%s: %s); track-jobs logs its "
+                                                "history when the pipeline ends", self.job, type(err).__name__, err)
+
+    def _log(self, history: list[dict[str, Any]]) -> None:
+        from mlflow.tracking import MlflowClient
+
+        with _store_lock(self.uri):
+            client = with_retry(lambda: MlflowClient(tracking_uri=self.uri))
+            exp_id = _experiment_id(client, JOB_EXPERIMENT)
+            parent = _invocation_parent(client, exp_id, self.invocation, {**self.tags, "invocation": self.invocation})
+            run_id, logged = _job_run(client, exp_id, parent, self.job, self.invocation, self.tags)
+            _log_metrics(client, run_id, _epoch_metrics(history, after=logged, now=int(time.time() * 1000)))
+            if int(history[-1]["epoch"]) >= self.epochs:
+                with_retry(lambda: client.set_terminated(run_id, "FINISHED"))
+
+
+def epoch_logger(job: str, tags: dict[str, str], epochs: int) -> EpochLogger | None:
+    """An EpochLogger inside a pipeline invocation (Snakemake sets $PIPELINE_INVOCATION for its jobs); None
+    outside one (a job run by hand), where track-jobs has no run to nest it under."""
+    invocation = os.environ.get("PIPELINE_INVOCATION")
+    return EpochLogger(job, invocation, tags, epochs) if invocation else None

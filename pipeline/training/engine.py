@@ -183,6 +183,7 @@ class Trainer:
         checkpoint_seconds: float | None = None,
         checkpoint_every_steps: int | None = None,
         speed: Speed = Speed(),
+        on_epoch: Callable[[list[dict[str, Any]]], None] | None = None,
     ) -> None:
         self.dist, device = distributed.init(device)
         self.speed = speed
@@ -213,6 +214,7 @@ class Trainer:
         self.scheduler = torch.optim.lr_scheduler.ExponentialLR(self.optimizer, gamma=settings.gamma)
         self.checkpoint_seconds = checkpoint_seconds
         self.checkpoint_every_steps = checkpoint_every_steps
+        self.on_epoch = on_epoch  # called with the history after each saved epoch (live tracking), on rank 0
         self.history: list[dict[str, Any]] = []
         self.start_epoch = 0
         self.start_step = 0  # batches of start_epoch already trained (a mid-epoch checkpoint)
@@ -284,6 +286,7 @@ class Trainer:
 
     def fit(self) -> list[dict[str, Any]]:
         self._resume()
+        self._epoch_done()  # epochs a killed run saved but may not have reported
         previous = signal.signal(signal.SIGTERM, self._request_stop)
         try:
             for epoch in range(self.start_epoch, self.settings.epochs):
@@ -292,9 +295,14 @@ class Trainer:
                 self.history.append(self._train_epoch(epoch, start, sums))
                 self.scheduler.step()
                 self._save(epoch + 1, 0, {})
+                self._epoch_done()
         finally:
             signal.signal(signal.SIGTERM, previous)
         return self.history
+
+    def _epoch_done(self) -> None:
+        if self.on_epoch is not None and self.history and self.dist.is_main:
+            self.on_epoch(self.history)
 
     def _request_stop(self, signum, frame) -> None:
         self._stop_requested = True  # acted on at the next step boundary, where the state is consistent

@@ -109,6 +109,17 @@ def _common(cfg: Config) -> dict[str, Any]:
             "speed": Speed.from_dict(cfg["train"]["speed"])}
 
 
+def _epoch_logger(cfg: Config, out: Path, settings: OptimSettings, **tags: Any):
+    """tracking.live: the job's epochs to MLflow as they end (None outside a pipeline invocation, or when off)."""
+    if not cfg["tracking"]["live"]:
+        return None
+    from pipeline.reporting import tracking
+
+    common = {"profile": cfg.profile, "params_hash": cfg.params_hash, "git_commit": tracking.git_commit()}
+    return tracking.epoch_logger(tracking.job_name(out), {**common, **{k: str(v) for k, v in tags.items()}},
+                                 settings.epochs)
+
+
 def _meta(cfg: Config, **extra: Any) -> dict[str, Any]:
     return {"profile": cfg.profile, "params_hash": cfg.params_hash, **extra}
 
@@ -135,10 +146,12 @@ def train_stage1(cfg: Config, cache: Path, out: Path, run_dir: Path, threads: in
     def loss_fn(m, batch):
         return standalone_loss(m(batch["audio"]), batch["labels"]) + m.loss_ttf()
 
+    settings = OptimSettings.from_dict(cfg["train"]["stage1"])
     history = Trainer(**_common(cfg), model=model, loss_fn=loss_fn, param_groups=param_groups(model),
-                      settings=OptimSettings.from_dict(cfg["train"]["stage1"]), train_dataset=train_set,
-                      run_dir=run_dir, device=device, seed=cfg["seed"],
-                      fingerprint=fingerprint(cfg, "stage1", cache, *([init] if init else [])), desc="stage1").fit()
+                      settings=settings, train_dataset=train_set, run_dir=run_dir, device=device, seed=cfg["seed"],
+                      fingerprint=fingerprint(cfg, "stage1", cache, *([init] if init else [])), desc="stage1",
+                      on_epoch=_epoch_logger(cfg, out, settings, kind="train", stage="stage1",
+                                             model=cfg["model"]["esresnext"])).fit()
     if distributed.current().is_main:  # one writer in a distributed run
         save_model(out, model, cfg["model"]["esresnext"], kwargs,
                    _meta(cfg, stage="stage1", class_names=names, history=history))
@@ -192,11 +205,12 @@ def pretrain_clip(cfg: Config, out: Path, run_dir: Path, threads: int | None = N
         out_ = m(image=batch["image"], text=m.tokenize(batch["text"]).to(device_))
         return contrastive(cfg, m, out_, batch["text"])
 
+    settings = OptimSettings.from_dict(cfg["train"]["clip_pretrain"])
     history = Trainer(**_common(cfg), model=model, loss_fn=loss_fn, param_groups=param_groups(model),
-                      settings=OptimSettings.from_dict(cfg["train"]["clip_pretrain"]), train_dataset=train_set,
-                      run_dir=run_dir, device=device, seed=cfg["seed"],
+                      settings=settings, train_dataset=train_set, run_dir=run_dir, device=device, seed=cfg["seed"],
                       frozen_modules=[model.audio],
-                      fingerprint=fingerprint(cfg, "clip"), desc="clip").fit()
+                      fingerprint=fingerprint(cfg, "clip"), desc="clip",
+                      on_epoch=_epoch_logger(cfg, out, settings, kind="train", stage="clip", model=name)).fit()
     if distributed.current().is_main:  # one writer in a distributed run
         save_model(out, model, name, {}, _meta(cfg, stage="clip", captions=[t for _, t in train_set.pairs],
                                                history=history))
@@ -223,11 +237,12 @@ def _audioclip_stage(cfg: Config, stage: str, init: Path, cache: Path, out: Path
         out_ = m(audio=batch["audio"], image=batch["image"], text=m.tokenize(batch["text"]).to(device_))
         return contrastive(cfg, m, out_, batch["text"])
 
+    settings = OptimSettings.from_dict(cfg["train"][stage])
     history = Trainer(**_common(cfg), model=model, loss_fn=loss_fn, param_groups=param_groups(model),
-                      settings=OptimSettings.from_dict(cfg["train"][stage]), train_dataset=train_set,
-                      run_dir=run_dir, device=device, seed=cfg["seed"],
+                      settings=settings, train_dataset=train_set, run_dir=run_dir, device=device, seed=cfg["seed"],
                       frozen_modules=frozen,
-                      fingerprint=fingerprint(cfg, stage, *inputs), desc=stage).fit()
+                      fingerprint=fingerprint(cfg, stage, *inputs), desc=stage,
+                      on_epoch=_epoch_logger(cfg, out, settings, kind="train", stage=stage, model=name)).fit()
     if distributed.current().is_main:  # one writer in a distributed run
         save_model(out, model, name, {}, _meta(cfg, stage=stage, class_names=class_names(cache), history=history))
 
@@ -288,7 +303,9 @@ def finetune(cfg: Config, dataset: str, fold: int, mode: str, init: Path, cache:
                       seed=cfg["seed"] + fold, eval_fn=eval_fn,
                       frozen_modules=frozen,
                       fingerprint=fingerprint(cfg, f"finetune/{dataset}/{mode}/{fold}", init, cache),
-                      desc=f"finetune {dataset} {mode} fold {fold}").fit()
+                      desc=f"finetune {dataset} {mode} fold {fold}",
+                      on_epoch=_epoch_logger(cfg, out, settings, kind="finetune", dataset=dataset, model=mode,
+                                             fold=fold, n_items=len(test_idx), checkpoint=init)).fit()
     if not distributed.current().is_main:
         return {}  # rank 0 evaluated and writes the result
     if not last:  # resumed after the last epoch: nothing was evaluated in this process

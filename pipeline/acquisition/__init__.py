@@ -3,11 +3,8 @@
 download.py  download(url, dest, checksum=...): resumable HTTP(S)/file download, retried, checksum-verified
 archives.py  safe_extract(archive, dest): zip/tar extraction that refuses paths escaping dest and links
 audioset.py  fetch_audioset(root): AudioSet segments -> audio/<stem>.wav + frames/<stem>/*.jpg, resumable
+sources.py   what the acquisition rules call: each dataset of the paper profile fetched or found in place
+
+Import the module you need (nothing is re-exported here): the CLI imports download.py at start-up for its error
+type, and re-exporting audioset.py here would add its yt-dlp and pandas, half a second, to every command.
 """
-
-from .archives import UnsafeArchiveError, safe_extract
-from .audioset import fetch_audioset
-from .download import ChecksumError, DownloadError, download, parse_checksum
-
-__all__ = ["ChecksumError", "DownloadError", "UnsafeArchiveError", "download", "fetch_audioset", "parse_checksum",
-           "safe_extract"]

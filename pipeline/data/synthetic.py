@@ -30,7 +30,7 @@ from tqdm import tqdm
 
 from pipeline.io import write_text
 
-from .sounds import SOUND_RECIPES, render  # noqa: F401  (SOUND_RECIPES re-exported: the registry lives there)
+from .sounds import render
 from .visuals import VISUAL_RECIPES, video_frames
 
 DATASETS = ("esc50", "us8k", "audioset", "imagenet")

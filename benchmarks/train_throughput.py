@@ -7,7 +7,10 @@ and text) and ESC-50 fine-tuning (AudioCLIP, 5 s clips) at full size on 44.1 kHz
 paper profile's settings (bf16/channels_last only on CUDA), and records per stage the clips/s of the training
 steps and the share of the epoch spent waiting on the data loader. From the stage throughputs it estimates the
 device-hours of the paper profile (30 epochs of stages 1-3 over the AudioSet train clips, 50 fine-tuning epochs
-per fold); the estimate is labelled as one. Nothing here asserts a speed.
+per fold); the estimate is labelled as one. It also counts the training FLOPs per clip of each stage (forward and
+backward of one batch, torch.utils.flop_counter: convolutions and matrix products) and from them estimates the
+GPU-hours on an H100 at an assumed share of its dense bf16 peak: where no GPU was measured, that is the
+estimate to go by, labelled with its assumption. Nothing here asserts a speed.
 """
 
 from __future__ import annotations
@@ -53,6 +56,48 @@ def _cfg(device: str, batch: int, workers: int):
     return resolve(raw, profile="paper")
 
 
+H100_BF16_DENSE_FLOPS = 989e12  # NVIDIA's datasheet figure for the SXM part, without sparsity
+ASSUMED_MFU = 0.4  # share of that peak a convolutional network's training step reaches: an assumption, stated
+
+
+def training_flops_per_clip(cfg, batch: int = 2) -> dict[str, float]:
+    """FLOPs of one training step per clip, at full size, for stage 1 (ESResNeXt, 10 s), stage 3 (AudioCLIP, 10 s
+    audio + a 224 px frame + its text, all heads training) and ESC-50 fine-tuning (AudioCLIP, 5 s audio against
+    its class text; text and image heads frozen), counted on the CPU with the stages' own losses."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from pipeline.models.loss import audioclip_loss, standalone_loss
+
+    def count(step) -> float:
+        with FlopCounterMode(display=False) as counter:
+            step()
+        return counter.get_total_flops() / batch
+
+    torch.manual_seed(0)
+    esr = stages.create_model(cfg["model"]["esresnext"], num_classes=527)
+    audio10 = torch.randn(batch, 1, 441_000) * 3000
+    labels = torch.zeros(batch, 527)
+    labels[:, 0] = 1
+    out = {"stage1": count(lambda: (standalone_loss(esr(audio10), labels) + esr.loss_ttf()).backward())}
+    del esr
+    clip = stages.create_model(cfg["model"]["audioclip"])
+    texts = ["dog barking", "rain"][:batch] * (batch // 2 or 1)
+
+    def stage3():
+        o = clip(audio=audio10, image=torch.randn(batch, 3, 224, 224), text=clip.tokenize(texts))
+        audioclip_loss(clip, o).backward()
+
+    out["stage3"] = count(stage3)
+    stages.freeze(clip, ("audio.", "logit_scale_ai", "logit_scale_at"))
+    audio5 = audio10[..., :220_500]
+
+    def finetune():
+        audioclip_loss(clip, clip(audio=audio5, text=clip.tokenize(texts))).backward()
+
+    out["finetune_esc50"] = count(finetune)
+    return out
+
+
 def _epoch(history: list[dict]) -> dict:
     h = history[-1]
     return {"clips_per_second": h["clips_per_second"], "data_wait_share": h["data_wait_share"],
@@ -96,6 +141,12 @@ def main() -> None:
              for name, key in (("stage1", "stage1"), ("stage2_as_stage3", "stage3"), ("stage3", "stage3"))}
     finetune_clips = 50 * (ESC50_CLIPS * 4 / 5 * 5 * 3 + US8K_CLIPS * 9 / 10 * 10 * 3)  # epochs x train clips x folds x modes
     hours["finetune_all_folds"] = finetune_clips / results["finetune_esc50"]["clips_per_second"] / 3600
+    flops = training_flops_per_clip(cfg)
+    h100 = H100_BF16_DENSE_FLOPS * ASSUMED_MFU
+    h100_clips_per_second = {k: h100 / v for k, v in flops.items()}
+    h100_hours = {name: AUDIOSET_TRAIN_CLIPS * stage_epochs / h100_clips_per_second[key] / 3600
+                  for name, key in (("stage1", "stage1"), ("stage2_as_stage3", "stage3"), ("stage3", "stage3"))}
+    h100_hours["finetune_all_folds"] = finetune_clips / h100_clips_per_second["finetune_esc50"] / 3600
     commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
     record = {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -110,6 +161,16 @@ def main() -> None:
             "total": round(sum(hours.values()), 1),
             "note": "an estimate: measured clips/s x paper epochs x clip counts (stage 2 costs at most stage 3); "
                     "evaluation not included",
+        },
+        "training_flops_per_clip": {k: round(v / 1e9, 1) for k, v in flops.items()},
+        "training_flops_unit": "GFLOP per clip and training step (forward + backward), convolutions and matrix "
+                               "products (torch.utils.flop_counter), full-size models, batch 2",
+        "estimate_h100_from_flops": {
+            "assumption": f"{ASSUMED_MFU:.0%} of the H100's {H100_BF16_DENSE_FLOPS / 1e12:.0f} TFLOP/s dense bf16 "
+                          "peak (not measured: no GPU was available to this benchmark run)",
+            "clips_per_second": {k: round(v, 1) for k, v in h100_clips_per_second.items()},
+            "gpu_hours_paper_profile": {**{k: round(v, 1) for k, v in h100_hours.items()},
+                                        "total": round(sum(h100_hours.values()), 1)},
         },
     }
     args.out.write_text(json.dumps(record, indent=2) + "\n")

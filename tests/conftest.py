@@ -1,5 +1,6 @@
 """Fixtures every test folder may use."""
 
+import time
 from pathlib import Path
 
 import pytest
@@ -13,3 +14,18 @@ def realdata() -> Path:
     if not REALDATA.is_dir():
         pytest.skip(f"real sample data not present at {REALDATA}")
     return REALDATA
+
+
+@pytest.fixture(scope="session")
+def smoke(tmp_path_factory):
+    """The whole embedded pipeline, run once per session with `snakemake --cores 2` in a throw-away copy of the
+    checkout (tests/test_pipeline_e2e.py, and tests/test_slurm.py's reference). `tables` keeps the bytes of
+    results/table*.csv as this run made them (later tests rerun parts of the DAG in the same copy)."""
+    from smoke_support import copy_checkout, snakemake
+
+    repo = copy_checkout(tmp_path_factory.mktemp("smoke"))
+    t0 = time.perf_counter()
+    snakemake(repo)  # every table
+    seconds = time.perf_counter() - t0
+    tables = {p.name: p.read_bytes() for p in sorted((repo / "results").glob("table*.csv"))}
+    return {"repo": repo, "seconds": seconds, "tables": tables}

@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from smoke_support import copy_checkout, run, snakemake
+from smoke_support import run, snakemake
 
 pytestmark = pytest.mark.slow
 
@@ -25,12 +25,7 @@ W = Path("work/embedded")
 PAPER = yaml.safe_load((Path(__file__).resolve().parents[1] / "pipeline/reporting/paper_tables.yaml").read_text())
 
 
-@pytest.fixture(scope="module")
-def smoke(tmp_path_factory):
-    repo = copy_checkout(tmp_path_factory.mktemp("smoke"))
-    t0 = time.perf_counter()
-    snakemake(repo)  # every table
-    return {"repo": repo, "seconds": time.perf_counter() - t0}
+# `smoke` (tests/conftest.py): the whole DAG, run once per session in a copy of the checkout.
 
 
 def _job_stats(plan: str) -> dict[str, int]:
@@ -270,30 +265,3 @@ def test_dvc_push_then_pull_into_a_fresh_clone_restores_without_rerunning(smoke,
         assert (fresh / f"results/table{n}.csv").read_bytes() == (repo / f"results/table{n}.csv").read_bytes()
     out = snakemake(fresh, "-n")
     assert "Nothing to be done" in out.stdout + out.stderr, out.stdout[-3000:]
-
-
-def test_fine_tuning_through_the_slurm_profile_gives_the_same_tables(smoke, tmp_path):
-    """A single-node SLURM cluster on 127.0.0.1 (tests/slurm_cluster.py) reruns every ESC-50 fine-tuning job
-    and the tables through workflow/profiles/slurm: sbatch, grouped folds, squeue status; the tables equal
-    the local run's byte for byte."""
-    import shutil
-
-    import slurm_cluster
-
-    reason = slurm_cluster.available()
-    if reason:
-        pytest.skip(reason)
-    repo = tmp_path / "repo"
-    shutil.copytree(smoke["repo"], repo, symlinks=True)
-    tables = {n: (repo / f"results/table{n}.csv").read_bytes() for n in range(1, 5)}
-    shutil.rmtree(repo / W / "metrics/finetune/esc50")
-    cluster = slurm_cluster.start(tmp_path / "slurm")
-    try:
-        out = snakemake(repo, "--workflow-profile", "workflow/profiles/slurm", "--set-threads", "finetune=1")
-    finally:
-        cluster.stop()
-    log = out.stdout + out.stderr
-    assert "Group job finetune" in log and "Job " in log and "has been submitted with SLURM jobid" in log, log[-3000:]
-    for n in range(1, 5):
-        assert (repo / f"results/table{n}.csv").read_bytes() == tables[n], n
-    assert len(list((repo / W / "metrics/finetune/esc50").rglob("fold*.json"))) == 15

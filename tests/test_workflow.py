@@ -98,6 +98,10 @@ def test_slurm_profile_plans_the_dag_with_per_rule_resources():
     assert "runtime=4320" in stage1 and "gpu=0" in stage1  # embedded profile: no GPU requests
     profile = yaml.safe_load((REPO_ROOT / "workflow/profiles/slurm/config.yaml").read_text())
     assert profile["executor"] == "slurm" and profile["slurm-status-command"] == "squeue"
-    assert profile["groups"] == {"finetune": "finetune"} and profile["group-components"]["finetune"] == 5
+    group = "finetune_{ftdataset}_{mode}"  # a bundle holds folds of one dataset and mode: it waits for one stage
+    assert profile["groups"] == {"finetune": group} and profile["group-components"][group] == 5
+    for ds in ("esc50", "us8k"):
+        for mode in ("standalone", "partial", "full"):
+            assert out.count(f"Group job finetune_{ds}_{mode} ") == (1 if ds == "esc50" else 2), (ds, mode)
     for rule in ("train_stage1", "finetune", "zeroshot"):
         assert profile["set-resources"][rule]["runtime"] > 0

@@ -33,7 +33,7 @@ class RowOffsets:
     file_of_row: np.ndarray  # (N,) int32
     offset: np.ndarray  # (N,) int64
     row_bytes: int
-    _fds: dict = field(default_factory=dict, repr=False)  # (pid, file index) -> fd
+    _fds: dict = field(default_factory=dict, repr=False)  # file index -> descriptor, opened in process _pid
     _pid: int | None = field(default=None, repr=False)
 
     def read(self, row: int, out: np.ndarray) -> None:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import logging
 import math
 import os
 import random
@@ -37,6 +38,7 @@ import pandas as pd
 from pipeline.reporting.tables import Cell, measured_cells
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 LOCK_TIMEOUT_S = 600.0  # give up rather than hang a Snakemake job forever behind a stuck writer
 RETRIES = 8
@@ -366,10 +368,8 @@ class EpochLogger:
             self._log(history)
         except Exception as err:  # noqa: BLE001 - any store failure: keep training, say so once
             self.failed = True
-            import logging
-
-            logging.getLogger(__name__).warning("MLflow: live logging of %s stopped (%s: %s); track-jobs logs its "
-                                                "history when the pipeline ends", self.job, type(err).__name__, err)
+            log.warning("MLflow: live logging of %s stopped (%s: %s); track-jobs logs its history when the "
+                        "pipeline ends", self.job, type(err).__name__, err)
 
     def _log(self, history: list[dict[str, Any]]) -> None:
         from mlflow.tracking import MlflowClient

@@ -3,8 +3,9 @@
 Why not a torch DataLoader with worker processes: a 10 s clip is 882 kB of int16, and reading it from the cache
 is a ~0.2 ms copy out of the page cache. Handing a batch from a worker process to the trainer costs more than
 reading it: the batch is copied into a fresh shared-memory segment whose pages are then faulted in on both sides
-(benchmarks/cache.json, "handoff"). Threads share the process instead: h5py serialises file access, JPEG decoding
-runs outside the GIL, and the buffers are allocated (pinned for CUDA) once per epoch, not once per batch.
+(benchmarks/cache.json, cached_train_frames_worker_processes). Threads share the process instead: uncompressed
+waveforms are read with os.preadv outside the GIL (direct_read.py), JPEG decoding runs outside it too, and the
+buffers are allocated (pinned for CUDA) once per epoch, not once per batch.
 Augmentation is not done here: each clip carries its plan (transforms.draw_plan) and the dataset's finish()
 applies the plans to the whole batch on the training device.
 

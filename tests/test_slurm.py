@@ -1,9 +1,11 @@
 """The workflow's SLURM profile on a real single-node SLURM (tests/slurm_cluster.py: munge, slurmctld, slurmd on
 127.0.0.1, state under a temporary directory, stopped by PID; .ci/run installs Debian's packages).
 
-- Without accounting (no slurmdbd, so sacct cannot answer): the whole embedded-default DAG, from a fresh copy of
-  the checkout with no outputs, through `snakemake --workflow-profile workflow/profiles/slurm` (job status from
-  squeue, the profile's setting); every results/table*.csv equals the local run's byte for byte.
+- Without accounting (no slurmdbd, so sacct cannot answer), through `snakemake --workflow-profile
+  workflow/profiles/slurm` (job status from squeue, the profile's setting): every ESC-50 fine-tuning job and the
+  tables (in CI), and, marked `long` (`pytest -m long`, ~10 min: over CI's budget beside the local run), the
+  whole embedded-default DAG from a fresh copy of the checkout with no outputs; every results/table*.csv equals
+  the local run's byte for byte.
 - With accounting (slurmdbd on its own MariaDB): part of the DAG with the plugin's default status query, sacct.
 
 `sacct` and `squeue` are wrapped (first on PATH) to record who asked what, so each test shows which status query
@@ -92,6 +94,29 @@ def _status_queries(calls: Path) -> list[str]:
     return [line for line in calls.read_text().splitlines() if "--name" in line]
 
 
+def test_fine_tuning_through_the_slurm_profile_gives_the_local_tables(smoke, tmp_path):
+    """Every ESC-50 fine-tuning job (15 folds in three bundles) and everything downstream of them (tables, flat
+    metrics, job index, report) rerun through the profile on a cluster without accounting: the tables equal the
+    local run's byte for byte. The CI-sized part of the next test, which runs every job."""
+    _skip_unless_available()
+    repo = tmp_path / "repo"
+    shutil.copytree(smoke["repo"], repo, symlinks=True)
+    shutil.rmtree(repo / W / "metrics/finetune/esc50")
+    calls = _recording_wrappers(tmp_path / "bin")
+    cluster = slurm_cluster.start(tmp_path / "slurm", cpus=NODE_CPUS, memory_mb=NODE_MEMORY_MB)
+    try:
+        log = _snakemake_on_slurm(repo, tmp_path / "bin", timeout=20 * 60)
+    finally:
+        cluster.stop()
+    assert log.count("Group job finetune_esc50_") == 3 and "has been submitted with SLURM jobid" in log, log[-3000:]
+    assert _status_queries(calls["squeue"]) and not _status_queries(calls["sacct"]), calls["sacct"].read_text()
+    tables = _tables(repo)
+    for name, content in smoke["tables"].items():
+        assert tables[name] == content, name
+    assert len(list((repo / W / "metrics/finetune/esc50").rglob("fold*.json"))) == 15
+
+
+@pytest.mark.long  # ~10 min on 2 cores beside the local run: over CI's budget; `pytest -m long` runs it
 def test_the_whole_dag_through_the_slurm_profile_gives_the_local_tables(smoke, tmp_path):
     _skip_unless_available()
     repo = copy_checkout(tmp_path / "repo")

@@ -385,7 +385,10 @@ class EpochLogger:
 
 
 def epoch_logger(job: str, tags: dict[str, str], epochs: int) -> EpochLogger | None:
-    """An EpochLogger inside a pipeline invocation (Snakemake sets $PIPELINE_INVOCATION for its jobs); None
-    outside one (a job run by hand), where track-jobs has no run to nest it under."""
+    """An EpochLogger inside a pipeline invocation (Snakemake sets $PIPELINE_INVOCATION for its jobs), its run
+    tagged with the checkout's git commit; None outside one (a job run by hand), where track-jobs has no run to
+    nest it under."""
     invocation = os.environ.get("PIPELINE_INVOCATION")
-    return EpochLogger(job, invocation, tags, epochs) if invocation else None
+    if not invocation:
+        return None
+    return EpochLogger(job, invocation, {"git_commit": git_commit(), **tags}, epochs)

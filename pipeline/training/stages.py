@@ -115,7 +115,7 @@ def _epoch_logger(cfg: Config, out: Path, settings: OptimSettings, **tags: Any):
         return None
     from pipeline.reporting import tracking
 
-    common = {"profile": cfg.profile, "params_hash": cfg.params_hash, "git_commit": tracking.git_commit()}
+    common = {"profile": cfg.profile, "params_hash": cfg.params_hash}
     return tracking.epoch_logger(tracking.job_name(out), {**common, **{k: str(v) for k, v in tags.items()}},
                                  settings.epochs)
 

@@ -74,6 +74,7 @@ def test_epochs_are_logged_as_they_end_and_a_resumed_job_repeats_none(store, tmp
     run_id = runs[0].info.run_id
     assert [m.step for m in client.get_metric_history(run_id, "loss")] == [1, 2]
     assert runs[0].data.tags["invocation"] == "inv-live" and runs[0].data.tags["kind"] == "finetune"
+    assert runs[0].data.tags["git_commit"] == "deadbeef"  # the job's own tags win over the logger's default
 
     # the restarted job resumes at epoch 3 and logs epochs 3 and 4 into the same run, then finishes it
     history = _trainer(tmp_path / "run", tracking.epoch_logger(JOB, tags, SETTINGS.epochs)).fit()

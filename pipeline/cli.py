@@ -91,14 +91,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", help="model factory name (default: the profile's model for that stage)")
     _common(p)
 
-    p = sub.add_parser("finetune", help="train on all folds but one, evaluate on it")
+    p = sub.add_parser("finetune", help="cross-validation: per fold, train on the other folds and evaluate on it")
     p.add_argument("--dataset", choices=FINETUNE_DATASETS, required=True)
-    p.add_argument("--fold", type=int, required=True)
     p.add_argument("--mode", choices=FINETUNE_MODES, required=True)
+    p.add_argument("--folds", type=int, nargs="+", help="the folds to hold out, in turn (default: every fold)")
     p.add_argument("--init", type=Path, required=True)
     p.add_argument("--cache", type=Path, required=True)
-    p.add_argument("--out", type=Path, required=True, help="metric JSON")
-    p.add_argument("--run-dir", type=Path, required=True)
+    p.add_argument("--out-dir", type=Path, required=True, help="a metric JSON per fold: OUT_DIR/fold<k>.json")
+    p.add_argument("--run-dir", type=Path, required=True, help="checkpoints per fold: RUN_DIR/fold<k>/")
     _common(p)
 
     p = sub.add_parser("evaluate", help="zero-shot, AudioSet mAP, ImageNet and querying evaluation")
@@ -286,10 +286,13 @@ def cmd_finetune(args) -> None:
 
     cfg = _cfg(args)
     n_folds = cfg["data"][args.dataset]["folds"]
-    if not 1 <= args.fold <= n_folds:
-        raise ValueError(f"--fold {args.fold}: {args.dataset} has folds 1..{n_folds}")
-    stages.finetune(cfg, args.dataset, args.fold, args.mode, args.init, args.cache, args.out, args.run_dir,
-                    args.threads)
+    folds = args.folds or list(range(1, n_folds + 1))
+    bad = [k for k in folds if not 1 <= k <= n_folds]
+    if bad or len(set(folds)) != len(folds):
+        raise ValueError(f"--folds {' '.join(map(str, folds))}: {args.dataset} has folds 1..{n_folds}, each "
+                         f"given at most once" + (f" (not {', '.join(map(str, bad))})" if bad else ""))
+    stages.cross_validate(cfg, args.dataset, args.mode, folds, args.init, args.cache, args.out_dir, args.run_dir,
+                          args.threads)
 
 
 def cmd_evaluate(args) -> None:

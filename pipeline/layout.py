@@ -88,8 +88,14 @@ def folds(cfg: Config, dataset: str) -> range:
     return range(1, cfg["data"][dataset]["folds"] + 1)
 
 
+def fold_metrics(directory: str | Path, fold: int) -> str:
+    """The metric file of one fine-tuning fold in its job's output folder."""
+    return f"{directory}/fold{fold}.json"
+
+
 def finetune_metrics(cfg: Config, dataset: str, mode: str) -> list[str]:
-    return [f"{cfg.workdir}/metrics/finetune/{dataset}/{mode}/fold{k}.json" for k in folds(cfg, dataset)]
+    """The outputs of one fine-tuning job: every fold of `dataset` for `mode`."""
+    return [fold_metrics(f"{cfg.workdir}/metrics/finetune/{dataset}/{mode}", k) for k in folds(cfg, dataset)]
 
 
 def zeroshot_metrics(cfg: Config, dataset: str, model: str) -> str:

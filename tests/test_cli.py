@@ -9,11 +9,15 @@ import pytest
 from pipeline.cli import main
 
 
-def test_fold_outside_the_dataset_is_refused(capsys, tmp_path):
-    code = main(["finetune", "--dataset", "esc50", "--fold", "7", "--mode", "full", "--init", "x.pt",
-                 "--cache", "x.h5", "--out", str(tmp_path / "m.json"), "--run-dir", str(tmp_path)])
+@pytest.mark.parametrize("folds, message", [(["2", "7"], "--folds 2 7: esc50 has folds 1..5, each given at most "
+                                                         "once (not 7)"),
+                                            (["1", "1"], "--folds 1 1: esc50 has folds 1..5, each given at most once")])
+def test_folds_outside_the_dataset_or_repeated_are_refused(capsys, tmp_path, folds, message):
+    code = main(["finetune", "--dataset", "esc50", "--folds", *folds, "--mode", "full", "--init", "x.pt",
+                 "--cache", "x.h5", "--out-dir", str(tmp_path), "--run-dir", str(tmp_path)])
     assert code == 2
-    assert "--fold 7: esc50 has folds 1..5" in capsys.readouterr().err
+    assert message in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())  # refused before anything ran
 
 
 def test_missing_checkpoint_is_named(capsys, tmp_path):

@@ -24,7 +24,7 @@ def test_lint_is_clean():
     assert "Congratulations" in proc.stdout + proc.stderr
 
 
-def test_dry_run_of_table3_plans_one_job_per_dataset_fold_and_mode(tmp_path):
+def test_dry_run_of_table3_plans_one_cross_validation_per_dataset_and_mode(tmp_path):
     proc = _run("-n", "--cores", "2", "--forceall", "results/table3.csv")
     assert proc.returncode == 0, proc.stderr
     stats = {}
@@ -34,7 +34,9 @@ def test_dry_run_of_table3_plans_one_job_per_dataset_fold_and_mode(tmp_path):
             stats[parts[0]] = int(parts[1])
         if parts[:1] == ["total"]:
             break
-    assert stats["finetune"] == 3 * (5 + 10)
+    assert stats["finetune_esc50"] == stats["finetune_us8k"] == 3  # standalone, partial, full
+    for k in range(1, 11):  # each job writes every fold of its dataset
+        assert f"metrics/finetune/us8k/full/fold{k}.json" in proc.stdout
     assert stats["zeroshot"] == 2 * 2
     assert stats["train_stage1"] == stats["train_stage2"] == stats["train_stage3"] == 1
     assert stats["table"] == 1
@@ -89,19 +91,21 @@ def test_evaluate_only_from_released_models_skips_audioset_training(tmp_path):
 
 def test_slurm_profile_plans_the_dag_with_per_rule_resources():
     """The SLURM profile parses and plans the DAG (a dry run needs no SLURM); model jobs carry their GPU
-    request from params (none in the embedded profile), fine-tuning folds are grouped."""
+    request from params (none in the embedded profile); fine-tuning is one job per dataset x mode (its folds run
+    one after the other in it), each asking for the rule's resources."""
     proc = _run("--workflow-profile", "workflow/profiles/slurm", "-n", "--forceall", "results/table3.csv")
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     out = proc.stdout + proc.stderr
-    assert out.count("Group job finetune") == 45 // 5  # five folds per SLURM submission
     stage1 = out.split("rule train_stage1:", 1)[1].split("\n\n", 1)[0]
     assert "runtime=4320" in stage1 and "gpu=0" in stage1  # embedded profile: no GPU requests
     profile = yaml.safe_load((REPO_ROOT / "workflow/profiles/slurm/config.yaml").read_text())
     assert profile["executor"] == "slurm" and profile["slurm-status-command"] == "squeue"
-    group = "finetune_{ftdataset}_{mode}"  # a bundle holds folds of one dataset and mode: it waits for one stage
-    assert profile["groups"] == {"finetune": group} and profile["group-components"][group] == 5
-    for ds in ("esc50", "us8k"):
-        for mode in ("standalone", "partial", "full"):
-            assert out.count(f"Group job finetune_{ds}_{mode} ") == (1 if ds == "esc50" else 2), (ds, mode)
-    for rule in ("train_stage1", "finetune", "zeroshot"):
+    for ds, n_folds in (("esc50", 5), ("us8k", 10)):
+        jobs = out.split(f"rule finetune_{ds}:")[1:]
+        assert len(jobs) == 3, ds  # standalone, partial, full
+        for job in jobs:
+            job = job.split("\n\n", 1)[0]
+            assert job.count(".json") == n_folds and "cpus_per_task=8" in job and "gpu=0" in job, job
+    assert out.count("Group job reporting") == 1  # the bookkeeping jobs at the end share one submission
+    for rule in ("train_stage1", "finetune_esc50", "finetune_us8k", "zeroshot"):
         assert profile["set-resources"][rule]["runtime"] > 0

@@ -5,7 +5,7 @@
   stage 1   ESResNeXt-FBSP alone, multi-label BCE on AudioSet (train split)
   stage 2   AudioCLIP "partial": audio head from stage 1, CLIP text and image heads frozen
   stage 3   AudioCLIP "full": all three heads jointly, from stage 2
-  finetune  per dataset x fold x mode on ESC-50 / UrbanSound8K:
+  finetune  per dataset x mode on ESC-50 / UrbanSound8K, fold by fold (cross_validate):
               standalone  ESResNeXt from stage 1 with a new classifier, cross-entropy
               partial/full AudioCLIP from stage 2/3, audio head + FBSP + audio logit scales against the
                           text embeddings of the class names (the released "cooperative" protocol)
@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 
+from pipeline import layout
 from pipeline.config import Config
 from pipeline.data.datasets import (AudioCacheDataset, audio_dataset, class_names, collate, fold_split,
                                     split_indices, video_indices)
@@ -256,7 +257,20 @@ def train_stage3(cfg: Config, stage2: Path, cache: Path, out: Path, run_dir: Pat
     _audioclip_stage(cfg, "stage3", stage2, cache, out, run_dir, threads)
 
 
-# --- per-fold fine-tuning ----------------------------------------------------------------------------
+# --- fine-tuning: k-fold cross-validation ------------------------------------------------------------
+def cross_validate(cfg: Config, dataset: str, mode: str, folds: list[int], init: Path, cache: Path, out_dir: Path,
+                   run_dir: Path, threads: int | None = None) -> list[dict[str, Any]]:
+    """Fine-tune `mode` on `dataset` once per fold, one fold after the other in this process: a fold is short,
+    and a process per fold spent as long starting (imports, model, cache) as training (embedded profile: 45 fold
+    processes took 516 s, these 6 jobs 279 s). Each fold starts from the same seeded state as in a process of its
+    own (the numbers are bit-identical), trains from `init` and writes out_dir/fold<k>.json the moment it ends;
+    its checkpoints live in run_dir/fold<k>/, so a rerun after an interruption or a deleted file only evaluates
+    again the folds whose training had finished, and trains the rest."""
+    return [finetune(cfg, dataset, k, mode, init, cache, Path(layout.fold_metrics(out_dir, k)),
+                     Path(run_dir) / f"fold{k}", threads) for k in folds]
+
+
+# --- one fold -----------------------------------------------------------------------------------------
 def finetune(cfg: Config, dataset: str, fold: int, mode: str, init: Path, cache: Path, out: Path,
              run_dir: Path, threads: int | None = None) -> dict[str, Any]:
     """Train on every fold but `fold`, evaluate on `fold` after each epoch; write the metric file."""

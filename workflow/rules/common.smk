@@ -57,7 +57,6 @@ wildcard_constraints:
     ftdataset="esc50|us8k",
     mode="standalone|partial|full",
     clipmodel="partial|full",
-    fold=r"\d+",
 
 
 def section(*keys):

@@ -1,5 +1,7 @@
 # Phase 3: the three AudioSet training stages of the paper (and, in the embedded profile, the CLIP heads'
 # image-text pre-training on a synthetic caption corpus, standing in for OpenAI's weights).
+# They are the DAG's critical path (each waits for the one before it, and every fine-tuning and evaluation job
+# waits for them): `priority` runs a ready stage before ready fine-tuning or evaluation jobs when cores are short.
 
 
 rule pretrain_clip:
@@ -16,6 +18,7 @@ rule pretrain_clip:
     benchmark:
         f"{LOGS}/benchmarks/train/clip.tsv"
     threads: TRAIN_THREADS
+    priority: 10
     resources:
         gpu=TRAIN_GPUS,
     shell:
@@ -42,6 +45,7 @@ rule train_stage1:
     benchmark:
         f"{LOGS}/benchmarks/train/stage1.tsv"
     threads: TRAIN_THREADS
+    priority: 10
     resources:
         gpu=TRAIN_GPUS,
     shell:
@@ -69,6 +73,7 @@ rule train_stage2:
     benchmark:
         f"{LOGS}/benchmarks/train/stage2.tsv"
     threads: TRAIN_THREADS
+    priority: 10
     resources:
         gpu=TRAIN_GPUS,
     shell:
@@ -94,6 +99,7 @@ rule train_stage3:
     benchmark:
         f"{LOGS}/benchmarks/train/stage3.tsv"
     threads: TRAIN_THREADS
+    priority: 10
     resources:
         gpu=TRAIN_GPUS,
     shell:

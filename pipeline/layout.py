@@ -88,6 +88,11 @@ def folds(cfg: Config, dataset: str) -> range:
     return range(1, cfg["data"][dataset]["folds"] + 1)
 
 
+def finetune_dir(cfg: Config, dataset: str, mode: str) -> str:
+    """The output folder of one fine-tuning job (a cross-validation)."""
+    return f"{cfg.workdir}/metrics/finetune/{dataset}/{mode}"
+
+
 def fold_metrics(directory: str | Path, fold: int) -> str:
     """The metric file of one fine-tuning fold in its job's output folder."""
     return f"{directory}/fold{fold}.json"
@@ -95,7 +100,7 @@ def fold_metrics(directory: str | Path, fold: int) -> str:
 
 def finetune_metrics(cfg: Config, dataset: str, mode: str) -> list[str]:
     """The outputs of one fine-tuning job: every fold of `dataset` for `mode`."""
-    return [fold_metrics(f"{cfg.workdir}/metrics/finetune/{dataset}/{mode}", k) for k in folds(cfg, dataset)]
+    return [fold_metrics(finetune_dir(cfg, dataset, mode), k) for k in folds(cfg, dataset)]
 
 
 def zeroshot_metrics(cfg: Config, dataset: str, model: str) -> str:

@@ -22,7 +22,7 @@ for _dataset in layout.FINETUNE_DATASETS:
         params:
             args=ARGS,
             dataset=_dataset,
-            out_dir=f"{W}/metrics/finetune/{_dataset}/{{mode}}",
+            out_dir=layout.finetune_dir(CFG, _dataset, "{mode}"),
             run_dir=f"{W}/runs/finetune/{_dataset}/{{mode}}",
             settings=section("train", "finetune", _dataset) + section("augment"),
         conda:

@@ -22,14 +22,15 @@ def smoke(tmp_path_factory):
     """The whole embedded pipeline, run once per session with `snakemake --cores 2` in a throw-away copy of the
     checkout (tests/test_pipeline_e2e.py, and tests/test_slurm.py's reference). `tables` keeps the bytes of
     results/table*.csv as this run made them (later tests rerun parts of the DAG in the same copy); `jobs` is the
-    number of jobs the run had (Snakemake's steps, the `all` target included)."""
+    number of jobs the run had (Snakemake's steps, the `all` target included), `log` Snakemake's output."""
     from smoke_support import copy_checkout, snakemake
 
     repo = copy_checkout(tmp_path_factory.mktemp("smoke"))
     t0 = time.perf_counter()
     proc = snakemake(repo)  # every table
     seconds = time.perf_counter() - t0
-    steps = re.search(r"(\d+) of \1 steps \(100%\) done", proc.stdout + proc.stderr)
-    assert steps, (proc.stdout + proc.stderr)[-3000:]
+    log = proc.stdout + proc.stderr
+    steps = re.search(r"(\d+) of \1 steps \(100%\) done", log)
+    assert steps, log[-3000:]
     tables = {p.name: p.read_bytes() for p in sorted((repo / "results").glob("table*.csv"))}
-    return {"repo": repo, "seconds": seconds, "tables": tables, "jobs": int(steps[1])}
+    return {"repo": repo, "seconds": seconds, "tables": tables, "jobs": int(steps[1]), "log": log}

@@ -108,6 +108,17 @@ def test_every_table_and_metric_file_names_its_profile(smoke):
         assert json.loads(path.read_text())["profile"] == "embedded", path
 
 
+def test_each_training_stage_starts_first_when_the_one_before_it_ends(smoke):
+    """The stages are the critical path (`priority` in train.smk): on 2 cores, the ready fine-tuning and evaluation
+    jobs wait for the next stage, not the other way round (without it, stage 2 waited 30 s behind two
+    fine-tuning jobs here)."""
+    events = re.findall(r"^(?:local)?rule (\w+):|^Finished jobid: \d+ \(Rule: (\w+)\)", smoke["log"], re.M)
+    for before, stage in (("train_stage1", "train_stage2"), ("train_stage2", "train_stage3")):
+        after = events[events.index(("", before)) + 1:]
+        started = next(rule for rule, _ in after if rule)
+        assert started == stage, (before, [e for e in after[:6]])
+
+
 def test_each_rule_writes_its_log(smoke):
     logs = smoke["repo"] / "logs/embedded"
     assert (logs / "train/stage1.log").stat().st_size > 0
@@ -210,7 +221,7 @@ def test_snakemake_terminated_mid_cross_validation_then_rerun_trains_only_what_w
     """SIGTERM to Snakemake and its jobs (what `kill` or a preemption sends) while a cross-validation runs: the
     training fold saves its step and stops, Snakemake removes the job's outputs; nothing half-written is left. A
     plain rerun (no flags) redoes only that job and the tables: the folds that had finished are only evaluated,
-    the stopped one resumes at its step, and the tables equal the uninterrupted run's. Folds 1-7 keep their
+    the stopped one goes on from the step it saved, and the tables equal the uninterrupted run's. Folds 1-7 keep their
     finished training from the session's run, so the job reaches fold 8 in seconds; folds 8-10 train anew."""
     repo = smoke["repo"]
     folds = repo / W / "metrics/finetune/us8k/partial"
@@ -238,6 +249,8 @@ def test_snakemake_terminated_mid_cross_validation_then_rerun_trains_only_what_w
                          (repo / "logs/embedded/finetune/us8k/partial.log").read_text())
     done = [int(k) for k, epoch, _ in resumed if epoch == "8"]
     assert done == list(range(1, len(done) + 1)) and len(done) >= finished, resumed
+    # the fold SIGTERM stopped mid-epoch resumed there (a stop between folds leaves no step to resume)
+    assert all(int(k) == len(done) + 1 for k, epoch, _ in resumed if epoch != "8"), resumed
     for n in range(1, 5):
         assert (repo / f"results/table{n}.csv").read_bytes() == tables[n]
 
